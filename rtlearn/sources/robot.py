@@ -96,8 +96,10 @@ class RobotSpec:
         base_dir = self.urdf.parent
         for mesh in root.iter("mesh"):
             fn = mesh.get("filename", "")
-            if fn and "://" not in fn and not Path(fn).is_absolute():
-                mesh.set("filename", str((base_dir / fn).resolve()))
+            # PyBullet resolves package:// against the URDF's folder; do the same, explicitly.
+            rel = fn.removeprefix("package://")
+            if rel and "://" not in rel and not Path(rel).is_absolute() and (base_dir / rel).exists():
+                mesh.set("filename", str((base_dir / rel).resolve()))
         for p in self.payloads.values():
             if p.mass <= 0:
                 continue

@@ -2,7 +2,10 @@
 
 Physics: DIRECT mode, dt = 1 ms, gravity -9.81, default velocity motors disabled, URDF joint
 damping and link damping zeroed so that the only unmodelled forces are ours:
-  * joint friction  tau_f = viscous * qd + coulomb * tanh(qd / 0.01), scaled per trial;
+  * joint friction  tau_f = viscous * qd + coulomb * tanh(qd / v_s), scaled per trial. It is
+    applied explicitly, which is stable only while dt * coulomb / (v_s * M_jj) stays small:
+    v_s = max(0.01 rad/s, 2 dt coulomb / M_jj(home)) per joint (0.72 rad/s for the iiwa's light
+    last joint, whose inertia is 1e-3 kg*m^2; 0.01 for the others);
   * the payload, a massless link per payload fixed at its centre of mass whose mass and
     inertia are set when it is held (takes effect at the next step).
 Controller: computed torque on a deliberately wrong nominal model (link masses and inertias
@@ -35,7 +38,7 @@ DT = 1e-3
 GRAVITY = -9.81
 NOMINAL_SPREAD = 0.3
 FRICTION_SPREAD = 0.2
-COULOMB_SMOOTHING = 0.01        # rad/s
+COULOMB_SMOOTHING = 0.01        # rad/s, the sharpest tanh used, where the joint is heavy enough
 INTEGRAL_LIMIT = 0.5            # rad*s, anti-windup clamp of the integrated error
 # Sensor noise standard deviations at noise=1.0 (q: encoder, qd/qdd: filtered, tau: current sensing).
 NOISE_STD = {"q": 1e-4, "qd": 2e-3, "qdd": 5e-2, "tau": 5e-2}
@@ -135,6 +138,8 @@ class SimSource(JointSource):
         k = rng.uniform(1 - FRICTION_SPREAD, 1 + FRICTION_SPREAD, size=(2, self.robot.n_joints))
         self.viscous = self.robot.viscous_friction * k[0] * friction
         self.coulomb = self.robot.coulomb_friction * k[1] * friction
+        inertia = np.diag(self.dynamics.mass_matrix(self.robot.home))
+        self.coulomb_smoothing = np.maximum(COULOMB_SMOOTHING, 2 * DT * self.coulomb / inertia)
         self._noise_rng = np.random.default_rng([seed, 2])
         self.reference = make_reference(task, self.dynamics, payloads, cycles, seed, DT)
         events = list(self.reference.events)
@@ -154,7 +159,7 @@ class SimSource(JointSource):
         self._pending = name  # applied by the iterating thread before its next step
 
     def friction(self, qd: np.ndarray) -> np.ndarray:
-        return self.viscous * qd + self.coulomb * np.tanh(qd / COULOMB_SMOOTHING)
+        return self.viscous * qd + self.coulomb * np.tanh(qd / self.coulomb_smoothing)
 
     def __iter__(self) -> Iterator[JointState]:
         ref, arm, robot = self.reference, self.arm, self.robot

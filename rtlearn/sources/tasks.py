@@ -10,6 +10,7 @@ Tasks (each cycle of a multi-cycle run repeats the pattern with the next payload
   lift         down by lift_depth (1 s), the payload attaches (0.5 s dwell), lift (1 s), hold (1 s)
   rectangle-h  a rectangle in the horizontal plane through the home pose, 1 s per side
   rectangle-v  the same in the vertical (world y-z) plane
+  hold         stay at the home pose for 2 s per cycle (static torques; payload k from cycle k)
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import numpy as np
 
 from rtlearn.sources.dynamics import Dynamics
 
-TASKS = ("lift", "rectangle-h", "rectangle-v")
+TASKS = ("lift", "rectangle-h", "rectangle-v", "hold")
 DEFAULTS = {"lift_depth": 0.20, "rectangle": [0.30, 0.20]}
-MOVE_S, GRASP_S, HOLD_S, EDGE_S = 1.0, 0.5, 1.0, 1.0
+MOVE_S, GRASP_S, HOLD_S, EDGE_S, STILL_S = 1.0, 0.5, 1.0, 1.0, 2.0
 IK_GAIN, IK_DAMPING, POSTURE_GAIN = 50.0, 1e-4, 1.0
 
 
@@ -50,6 +51,10 @@ def _segments(task: str, start: np.ndarray, payloads: list[str], cycles: int,
             yield pick, GRASP_S, payloads[k % len(payloads)]
             yield start, MOVE_S * jitter(), None
             yield start, HOLD_S, None
+        return
+    if task == "hold":
+        for k in range(cycles):
+            yield start, STILL_S, payloads[k % len(payloads)]
         return
     a, b = np.asarray(geom["rectangle"], np.float64) * rng.uniform(0.9, 1.1)
     centre = start + np.r_[rng.uniform(-0.02, 0.02, 3)]
