@@ -8,7 +8,7 @@ import pytest
 from rtlearn.sources.base import JointState, LogFormatError
 from rtlearn.sources.filters import lag_seconds
 from rtlearn.sources.log import LogSource, LogWriter, read_log, write_log
-from rtlearn.sources.robot import load_robot
+from rtlearn.sources.robot import ROBOTS_DIR, load_robot
 from rtlearn.sources.rosbag import BagSource, is_bag
 from rtlearn.sources.sim import SimSource
 
@@ -195,3 +195,14 @@ def test_bad_bags_name_file_and_field(tmp_path, robot):
     (notabag / "metadata.yaml").write_text("rosbag2_bagfile_information: [")
     with pytest.raises(LogFormatError, match="notabag"):
         BagSource(notabag, robot)
+
+
+def test_committed_streams_are_valid_lift_logs():
+    streams = sorted((ROBOTS_DIR.parent / "streams").glob("kuka_lift_*.npz"))
+    assert len(streams) >= 9
+    assert sum(p.stat().st_size for p in streams) < 20e6
+    for path in streams:
+        header, arrays = read_log(path)
+        payload = header["meta"]["payload"][0]
+        assert header["count"] >= 3000 and header["robot"] == "kuka_iiwa"
+        assert payload in path.name and header["contexts"][-1] == payload

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+import time
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -84,3 +85,19 @@ class JointSource(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def paced(states: Iterable[JointState], speed: float | None) -> Iterator[JointState]:
+    """Deliver states at `speed` times their time stamps (absolute deadlines, so sleep
+    overshoot never accumulates); speed None: as fast as the consumer takes them."""
+    if not speed:
+        yield from states
+        return
+    start = time.perf_counter()
+    t0 = None
+    for s in states:
+        t0 = s.t if t0 is None else t0
+        delay = start + (s.t - t0) / speed - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield s

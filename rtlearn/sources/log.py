@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState, LogFormatError
+from rtlearn.sources.base import JointSource, JointState, LogFormatError, paced
 from rtlearn.sources.robot import RobotSpec, parse_robot
 
 FORMAT = "rtlearn-log"
@@ -183,17 +183,14 @@ class LogSource(JointSource):
         return self.header["count"]
 
     def __iter__(self) -> Iterator[JointState]:
+        return paced(self._states(), self.speed)
+
+    def _states(self) -> Iterator[JointState]:
         a, contexts = self.arrays, self.header["contexts"]
         qdd = a.get("qdd")
-        start = time.perf_counter()
-        t0 = float(a["t"][0]) if len(self) else 0.0
         for i in range(len(self)):
-            t = float(a["t"][i])
-            if self.speed:
-                delay = start + (t - t0) / self.speed - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
             acc = None if qdd is None or np.isnan(qdd[i, 0]) else qdd[i].copy()
             c = int(a["context"][i])
-            yield JointState(seq=int(a["seq"][i]), t=t, q=a["q"][i].copy(), qd=a["qd"][i].copy(),
-                             qdd=acc, tau=a["tau"][i].copy(), context=contexts[c] if c >= 0 else None)
+            yield JointState(seq=int(a["seq"][i]), t=float(a["t"][i]), q=a["q"][i].copy(),
+                             qd=a["qd"][i].copy(), qdd=acc, tau=a["tau"][i].copy(),
+                             context=contexts[c] if c >= 0 else None)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState, LogFormatError
+from rtlearn.sources.base import JointSource, JointState, LogFormatError, paced
 from rtlearn.sources.filters import DEFAULT_WINDOW, CausalDerivative
 from rtlearn.sources.robot import RobotSpec
 
@@ -30,13 +30,14 @@ def is_bag(path: str | Path) -> bool:
 
 class BagSource(JointSource):
     def __init__(self, path: str | Path, robot: RobotSpec, topic: str | None = None,
-                 window: int = DEFAULT_WINDOW, context: str | None = None):
+                 window: int = DEFAULT_WINDOW, context: str | None = None,
+                 speed: float | None = None):
         from rosbags.rosbag2 import Reader
         from rosbags.typesys import Stores, get_typestore
 
         path = Path(path)
         self.path = path.parent if path.is_file() else path
-        self.robot, self.window, self.context = robot, window, context
+        self.robot, self.window, self.context, self.speed = robot, window, context, speed
         self._typestore = get_typestore(Stores.ROS2_HUMBLE)
         try:
             self._reader = Reader(self.path)
@@ -60,6 +61,9 @@ class BagSource(JointSource):
         self._connections = [c for c in found if c.topic == topic]
 
     def __iter__(self) -> Iterator[JointState]:
+        return paced(self._states(), self.speed)
+
+    def _states(self) -> Iterator[JointState]:
         n = self.robot.n_joints
         acc = CausalDerivative(n, self.window)
         vel = CausalDerivative(n, self.window)

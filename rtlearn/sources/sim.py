@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from typing import Iterator, Sequence
 
 import numpy as np
 import pybullet as pb
 
-from rtlearn.sources.base import JointSource, JointState
+from rtlearn.sources.base import JointSource, JointState, paced
 from rtlearn.sources.dynamics import Dynamics
 from rtlearn.sources.robot import PAYLOAD_LINK_PREFIX, RobotSpec, load_robot
 from rtlearn.sources.tasks import make_reference
@@ -162,13 +161,15 @@ class SimSource(JointSource):
         return self.viscous * qd + self.coulomb * np.tanh(qd / self.coulomb_smoothing)
 
     def __iter__(self) -> Iterator[JointState]:
+        return paced(self._steps(), 1.0 if self.realtime else None)
+
+    def _steps(self) -> Iterator[JointState]:
         ref, arm, robot = self.reference, self.arm, self.robot
         w = robot.bandwidth
         kp, kd, ki = 3 * w * w, 3 * w, w ** 3
         limit = robot.torque_limits
         integral = np.zeros(robot.n_joints)
         q, qd = arm.read()
-        start = time.perf_counter()
         for k in range(len(ref)):
             for name in self._events.get(k, ()):
                 arm.set_payload(name)
@@ -185,10 +186,6 @@ class SimSource(JointSource):
                                context=arm.payload)
             if self.noise:
                 self._add_noise(state)
-            if self.realtime:
-                delay = start + k * DT - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
             yield state
             q, qd = q_next, qd_next
 

@@ -1,0 +1,145 @@
+"""`rtlearn sim`: simulate an arm on a task and publish its joint stream and/or record it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+HELP = "simulate an arm and publish / record its joint stream"
+
+
+def parse_speed(text: str) -> float | None:
+    """'max' -> None (as fast as possible), else a positive factor of real time."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number or 'max', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("speed must be > 0")
+    return value
+
+
+def parse_schedule(text: str) -> list[tuple[float, str]]:
+    """'5:light,10.5:heavy' -> [(5.0, 'light'), (10.5, 'heavy')]."""
+    out = []
+    for item in filter(None, text.split(",")):
+        t, sep, name = item.partition(":")
+        try:
+            out.append((float(t), name))
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"schedule items are TIME:PAYLOAD, got {item!r}")
+    return out
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that sends a stream to the daemon."""
+    g = parser.add_argument_group("publishing")
+    g.add_argument("--connect", action="append", metavar="ENDPOINT",
+                   help="daemon / recorder state endpoint to publish to (repeatable; "
+                        "default: the protocol's default state endpoint)")
+    g.add_argument("--predictions", metavar="ENDPOINT",
+                   help="daemon prediction endpoint to read predictions from (default: protocol's)")
+    g.add_argument("--no-publish", action="store_true", help="do not publish (e.g. only --record)")
+    parser.add_argument("--record", metavar="FILE", help="also write the stream to an rtlearn log")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", default="kuka_iiwa", help="robots/<NAME>.toml or a TOML path")
+    parser.add_argument("--task", default="lift",
+                        choices=["lift", "rectangle-h", "rectangle-v", "hold"])
+    parser.add_argument("--payload", default="none",
+                        help="payload name, or a comma list giving one per cycle (e.g. none,light,heavy)")
+    parser.add_argument("--cycles", type=int, default=1, help="repetitions of the task")
+    parser.add_argument("--schedule", type=parse_schedule, default=[],
+                        help="extra payload swaps, TIME:PAYLOAD[,...] in seconds")
+    parser.add_argument("--seed", type=int, default=0, help="trial seed")
+    parser.add_argument("--noise", type=float, default=0.0, help="sensor noise scale (1 = nominal)")
+    parser.add_argument("--no-friction", action="store_true", help="disable joint friction")
+    parser.add_argument("--speed", type=parse_speed, default=1.0,
+                        help="1 = real time 1 kHz (default), 'max' = as fast as possible")
+    add_publish_arguments(parser)
+
+
+def open_client(args):
+    """A RobotClient for the publishing options, or None with --no-publish."""
+    if args.no_publish:
+        return None
+    from rtlearn.protocol import client as protocol_client
+
+    kwargs = {}
+    if args.connect:
+        kwargs["state_endpoints"] = args.connect
+    if args.predictions:
+        kwargs["prediction_endpoint"] = args.predictions
+    return protocol_client.RobotClient(**kwargs)
+
+
+def run_stream(source, args, meta: dict) -> int:
+    """Publish and/or record every state of `source`; print throughput and pacing figures."""
+    from rtlearn.sources.log import LogWriter
+
+    client = open_client(args)
+    writer = LogWriter(args.record, source.robot, meta) if args.record else None
+    predictions = 0
+    lateness = []
+    count = 0
+    start = time.perf_counter()
+    try:
+        for state in source:
+            if client is not None:
+                client.publish(state)
+                while client.poll_prediction() is not None:
+                    predictions += 1
+            if writer is not None:
+                writer.append(state)
+            if args.speed:
+                lateness.append(time.perf_counter() - start - state.t / args.speed)
+            count += 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        elapsed = time.perf_counter() - start
+        source.close()
+        if writer is not None:
+            writer.close()
+        if client is not None:
+            client.close()
+    line = f"{count} packets in {elapsed:.3f} s = {count / max(elapsed, 1e-9):.0f} packets/s"
+    if lateness:
+        late = np.array(lateness) * 1e3
+        line += (f"; lateness behind schedule p50 {np.percentile(late, 50):.3f} ms, "
+                 f"p99 {np.percentile(late, 99):.3f} ms, max {late.max():.3f} ms")
+    if client is not None:
+        line += f"; {predictions} predictions received"
+    if writer is not None:
+        line += f"; recorded to {args.record}"
+    print(line)
+    return 0
+
+
+def run(args) -> int:
+    from rtlearn.sources.base import SourceError
+    from rtlearn.sources.sim import SimSource
+
+    if args.speed not in (None, 1.0):
+        print("rtlearn sim: --speed is 1 (real time) or max", file=sys.stderr)
+        return 2
+    payloads = [p for p in args.payload.split(",") if p]
+    try:
+        source = SimSource(args.robot, task=args.task, payload=payloads, seed=args.seed,
+                           schedule=args.schedule, realtime=args.speed is not None,
+                           noise=args.noise, cycles=args.cycles, friction=not args.no_friction)
+    except SourceError as e:
+        print(f"rtlearn sim: {e}", file=sys.stderr)
+        return 2
+    meta = {"source": "sim", "task": args.task, "payload": payloads, "cycles": args.cycles,
+            "seed": args.seed, "noise": args.noise, "friction": not args.no_friction,
+            "schedule": args.schedule}
+    return run_stream(source, args, meta)
