@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 
 import numpy as np
@@ -64,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-friction", action="store_true", help="disable joint friction")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="1 = real time 1 kHz (default), 'max' = as fast as possible")
+    parser.add_argument("--stdin-payloads", action="store_true",
+                        help="read payload names from stdin, one per line, and swap them in live")
     add_publish_arguments(parser)
 
 
@@ -139,7 +142,23 @@ def run(args) -> int:
     except SourceError as e:
         print(f"rtlearn sim: {e}", file=sys.stderr)
         return 2
+    if args.stdin_payloads:
+        threading.Thread(target=_payload_commands, args=(source,), daemon=True).start()
     meta = {"source": "sim", "task": args.task, "payload": payloads, "cycles": args.cycles,
             "seed": args.seed, "noise": args.noise, "friction": not args.no_friction,
             "schedule": args.schedule}
     return run_stream(source, args, meta)
+
+
+def _payload_commands(source) -> None:
+    from rtlearn.sources.base import UnknownPayloadError
+
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            continue
+        try:
+            source.set_payload(name)
+            print(f"payload -> {name}", file=sys.stderr)
+        except UnknownPayloadError as e:
+            print(f"rtlearn sim: {e}", file=sys.stderr)

@@ -91,16 +91,15 @@ class PhysicsArm:
 
     def set_payload(self, name: str) -> None:
         """Hold payload `name` from the next step on (microseconds; no reload)."""
-        self.robot.payload(name)
-        for held, m, inertia in ((self.payload, 0.0, [0.0] * 3), (name, None, None)):
-            link = self.payload_links.get(held)
-            if link is None:
-                continue
-            if m is None:
-                p = self.robot.payloads[name]
-                m, inertia = p.mass, p.inertia.tolist()
-            pb.changeDynamics(self.body, link, mass=m, localInertiaDiagonal=inertia,
+        new = self.robot.payload(name)
+        old_link = self.payload_links.get(self.payload)
+        if old_link is not None:
+            pb.changeDynamics(self.body, old_link, mass=0.0, localInertiaDiagonal=[0.0] * 3,
                               physicsClientId=self.client)
+        new_link = self.payload_links.get(name)
+        if new_link is not None:
+            pb.changeDynamics(self.body, new_link, mass=new.mass,
+                              localInertiaDiagonal=new.inertia.tolist(), physicsClientId=self.client)
         self.payload = name
 
     def close(self) -> None:

@@ -42,7 +42,9 @@ class Reference:
 def _segments(task: str, start: np.ndarray, payloads: list[str], cycles: int,
               geom: dict, rng: np.random.Generator):
     """Yield (target point, duration s, payload attached at segment start or None)."""
-    jitter = lambda: rng.uniform(0.9, 1.1)  # noqa: E731  per-trial timing variation
+    def jitter() -> float:  # per-trial timing variation
+        return rng.uniform(0.9, 1.1)
+
     if task == "lift":
         depth = float(geom["lift_depth"]) * rng.uniform(0.85, 1.15)
         pick = start + np.r_[rng.uniform(-0.03, 0.03, 2), -depth]

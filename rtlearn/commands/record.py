@@ -1,0 +1,81 @@
+"""`rtlearn record`: bind a SUB socket, decode every joint packet published to it and write
+them to an rtlearn log (publishers list this endpoint beside the daemon's)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+HELP = "record a live joint stream to a log"
+DEFAULT_BIND = "tcp://127.0.0.1:5610"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="log to write (.npz)")
+    parser.add_argument("--bind", default=DEFAULT_BIND,
+                        help=f"endpoint the publishers connect to (default {DEFAULT_BIND})")
+    parser.add_argument("--robot", default="kuka_iiwa", help="robot the stream comes from")
+    parser.add_argument("--count", type=int, default=None, help="stop after N packets")
+    parser.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+
+
+def run(args) -> int:
+    import zmq
+
+    from rtlearn.protocol.schema import ProtocolError, decode_state
+    from rtlearn.sources.base import SourceError
+    from rtlearn.sources.log import LogWriter
+    from rtlearn.sources.robot import load_robot
+
+    try:
+        robot = load_robot(args.robot)
+    except SourceError as e:
+        print(f"rtlearn record: {e}", file=sys.stderr)
+        return 2
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        sock.bind(args.bind)
+    except zmq.ZMQError as e:
+        print(f"rtlearn record: cannot bind {args.bind}: {e}", file=sys.stderr)
+        sock.close()
+        ctx.term()
+        return 2
+    print(f"recording {args.bind} -> {args.file} (Ctrl-C to stop)", file=sys.stderr)
+    writer = LogWriter(args.file, robot, {"source": "record", "bind": args.bind})
+    received = rejected = lost = 0
+    last_seq = None
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while args.count is None or len(writer) < args.count:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not sock.poll(100):
+                continue
+            frames = sock.recv_multipart()
+            received += 1
+            try:
+                state = decode_state(frames[-1])
+            except ProtocolError as e:
+                rejected += 1
+                print(f"rtlearn record: dropped a packet: {e}", file=sys.stderr)
+                continue
+            if len(state.q) != robot.n_joints or (last_seq is not None and state.seq <= last_seq):
+                rejected += 1  # another robot, or a restarted stream: not this log's packets
+                continue
+            if last_seq is not None:
+                lost += state.seq - last_seq - 1
+            last_seq = state.seq
+            writer.append(state)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        writer.close()
+        sock.close()
+        ctx.term()
+    print(f"{len(writer)} packets recorded to {args.file}; {received} received, "
+          f"{rejected} rejected, {lost} lost (sequence gaps)")
+    return 0
