@@ -147,7 +147,6 @@ class SimSource(JointSource):
             self._events.setdefault(step, []).append(name)
         self._pending: str | None = None
         self.arm = PhysicsArm(self.robot)
-        self.arm.reset(self.robot.home)
 
     def __len__(self) -> int:
         return len(self.reference)
@@ -168,6 +167,8 @@ class SimSource(JointSource):
         kp, kd, ki = 3 * w * w, 3 * w, w ** 3
         limit = robot.torque_limits
         integral = np.zeros(robot.n_joints)
+        arm.reset(robot.home)  # each iteration replays the same trial from rest
+        arm.set_payload("none")
         q, qd = arm.read()
         for k in range(len(ref)):
             for name in self._events.get(k, ()):
