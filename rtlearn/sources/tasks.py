@@ -104,13 +104,13 @@ def make_reference(task: str, dyn: Dynamics, payloads: list[str], cycles: int = 
     q = np.empty((N + 1, n))
     qd = np.empty((N + 1, n))
     q[0] = home
+    damping, identity = IK_DAMPING * np.eye(3), np.eye(n)
     for k in range(N + 1):
         xr, xdr = (X[k], XD[k]) if k < N else (X[-1], np.zeros(3))
         J = dyn.frame_jacobian(q[k])
-        JJt = J @ J.T + IK_DAMPING * np.eye(3)
-        J_pinv = J.T @ np.linalg.solve(JJt, np.eye(3))
+        J_pinv = J.T @ np.linalg.inv(J @ J.T + damping)
         v = xdr + IK_GAIN * (xr - dyn.frame_position(q[k]))
-        qd[k] = J_pinv @ v + (np.eye(n) - J_pinv @ J) @ (POSTURE_GAIN * (home - q[k]))
+        qd[k] = J_pinv @ v + (identity - J_pinv @ J) @ (POSTURE_GAIN * (home - q[k]))
         if k < N:
             q[k + 1] = q[k] + dt * qd[k]
     qdd = np.diff(qd, axis=0) / dt
