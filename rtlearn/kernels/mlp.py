@@ -1,0 +1,156 @@
+"""Per-joint MLP stack: forward and backward for all joints and a whole batch in one call.
+
+Layout (docs/algorithm.md, "Network"): `theta` has shape (J, P), one row per joint network.
+A row holds, layer after layer, W (n_out x n_in, row-major) then b (n_out). `dims` lists the
+layer widths [n_in, h_1, ..., h_L, 1]. Hidden layers use ReLU, the output is linear.
+Activations for a batch live in `acts` (B, sum(dims)); `deltas` has the same shape.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import JIT
+
+LOSS_MSE = 0
+LOSS_LOGISTIC = 1
+
+
+@njit(**JIT)
+def _forward_joint(row, dims, acts, n_batch):
+    """Eq. N1: a_{l+1} = relu(W_l a_l + b_l), last layer linear; returns the output column."""
+    p = 0
+    a_off = 0
+    n_layers = dims.shape[0] - 1
+    for l in range(n_layers):
+        n_in = dims[l]
+        n_out = dims[l + 1]
+        b_off = p + n_out * n_in
+        o_off = a_off + n_in
+        last = l == n_layers - 1
+        for o in range(n_out):
+            w0 = p + o * n_in
+            bias = row[b_off + o]
+            for b in range(n_batch):
+                s = bias
+                for i in range(n_in):
+                    s += row[w0 + i] * acts[b, a_off + i]
+                if not last and s < 0.0:
+                    s = 0.0
+                acts[b, o_off + o] = s
+        p = b_off + n_out
+        a_off = o_off
+    return a_off
+
+
+@njit(**JIT)
+def _backward_joint(row, grad, dims, acts, deltas, n_batch):
+    """Eq. N2: backpropagation. Expects dL/d(output) in deltas[:, output column]; writes dL/dtheta."""
+    n_layers = dims.shape[0] - 1
+    # Offsets of each layer's parameters and activations, walked from the top.
+    p_end = 0
+    a_off = 0
+    for l in range(n_layers):
+        p_end += dims[l + 1] * dims[l] + dims[l + 1]
+        a_off += dims[l]
+    for l in range(n_layers - 1, -1, -1):
+        n_in = dims[l]
+        n_out = dims[l + 1]
+        b_off = p_end - n_out
+        p = b_off - n_out * n_in
+        o_off = a_off
+        i_off = a_off - n_in
+        first = l == 0
+        if not first:
+            for b in range(n_batch):
+                for i in range(n_in):
+                    deltas[b, i_off + i] = 0.0
+        for o in range(n_out):
+            w0 = p + o * n_in
+            gb = 0.0
+            for i in range(n_in):
+                grad[w0 + i] = 0.0
+            for b in range(n_batch):
+                d = deltas[b, o_off + o]
+                if d == 0.0:
+                    continue
+                gb += d
+                for i in range(n_in):
+                    grad[w0 + i] += d * acts[b, i_off + i]
+                if not first:
+                    for i in range(n_in):
+                        deltas[b, i_off + i] += d * row[w0 + i]
+            grad[b_off + o] = gb
+        if not first:
+            for b in range(n_batch):
+                for i in range(n_in):
+                    if acts[b, i_off + i] <= 0.0:
+                        deltas[b, i_off + i] = 0.0
+        p_end = p
+        a_off = i_off
+
+
+@njit(**JIT)
+def mlp_loss_grad(theta, dims, X, Y, x_mean, x_scale, y_mean, y_scale, loss_kind,
+                  acts, deltas, grad, loss):
+    """Eqs. N1-N3 for every joint: forward, loss before any update, gradient of the batch loss.
+
+    Inputs are standardised as (x - x_mean) * x_scale, targets as (y - y_mean) / y_scale; the
+    network learns in those units. `loss[j]` is reported in raw units: for MSE the mean of
+    (yhat - y)^2 over the batch (eq. N3), for the logistic loss the mean cross-entropy
+    with labels in {0, 1}. The training loss is the same in network units.
+    """
+    n_batch = X.shape[0]
+    n_in = X.shape[1]
+    for b in range(n_batch):
+        for i in range(n_in):
+            acts[b, i] = (X[b, i] - x_mean[i]) * x_scale[i]
+    n_joints = theta.shape[0]
+    for j in range(n_joints):
+        out = _forward_joint(theta[j], dims, acts, n_batch)
+        total = 0.0
+        for b in range(n_batch):
+            z = acts[b, out]
+            if loss_kind == LOSS_MSE:
+                yn = (Y[b, j] - y_mean[j]) / y_scale[j]
+                err = z - yn
+                raw = err * y_scale[j]
+                total += raw * raw
+                deltas[b, out] = 2.0 * err / n_batch
+            else:
+                # log(1 + exp(z)) - y z, written to stay finite for large |z|.
+                total += max(z, 0.0) - Y[b, j] * z + math.log1p(math.exp(-abs(z)))
+                deltas[b, out] = (1.0 / (1.0 + math.exp(-z)) - Y[b, j]) / n_batch
+        loss[j] = total / n_batch
+        _backward_joint(theta[j], grad[j], dims, acts, deltas, n_batch)
+
+
+@njit(**JIT)
+def mlp_predict(theta, dims, X, x_mean, x_scale, y_mean, y_scale, acts, out):
+    """Eq. N1 for every joint and sample of X; out[b, j] in raw units (MSE) or logits."""
+    n_batch = X.shape[0]
+    n_in = X.shape[1]
+    for b in range(n_batch):
+        for i in range(n_in):
+            acts[b, i] = (X[b, i] - x_mean[i]) * x_scale[i]
+    for j in range(theta.shape[0]):
+        col = _forward_joint(theta[j], dims, acts, n_batch)
+        for b in range(n_batch):
+            out[b, j] = y_mean[j] + y_scale[j] * acts[b, col]
+
+
+@njit(**JIT)
+def running_moments(X, count, mean, m2):
+    """Eq. N4: Welford's running mean and sum of squared deviations, per column; returns count."""
+    for b in range(X.shape[0]):
+        count += 1.0
+        for i in range(X.shape[1]):
+            d = X[b, i] - mean[i]
+            mean[i] += d / count
+            m2[i] += d * (X[b, i] - mean[i])
+    return count
+
+
+def n_params(dims: np.ndarray) -> int:
+    return int(sum(dims[l + 1] * dims[l] + dims[l + 1] for l in range(len(dims) - 1)))

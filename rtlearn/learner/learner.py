@@ -1,0 +1,206 @@
+"""The online learner: predict_one / learn_many, test-then-train (after river)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+from ..kernels.optim import all_finite
+from .memory import MemoryConfig
+from .network import MLPStack, Normalizer
+from .optim import OPTIMIZERS, make_optimizer
+from .state_io import load_state, save_state
+
+STATE_KIND = "rtlearn-learner"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything that defines a learner. Defaults: docs/algorithm.md, "Our defaults"."""
+
+    n_joints: int = 7
+    n_inputs: int = 21
+    hidden: tuple = (128, 64, 32)
+    optimizer: str = "metagd"
+    lr: float = 1e-3
+    batch_size: int = 10
+    normalize: str = "both"       # "none" reproduces the paper (raw torques)
+    loss: str = "mse"
+    grad_clip: float = 10.0
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    hd_beta: float | None = None
+    hd_per_group: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if isinstance(self.memory, dict):
+            object.__setattr__(self, "memory", MemoryConfig(**self.memory))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if not (self.lr > 0 and self.grad_clip > 0):
+            raise ValueError("lr and grad_clip must be > 0")
+        self.memory.validate()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LearnerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown learner config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class OnlineLearner:
+    """One MLP per joint trained online; every batch is tested before it is trained on."""
+
+    def __init__(self, config: LearnerConfig = LearnerConfig()):
+        self.config = config
+        c = config
+        self.net = MLPStack(c.n_joints, c.n_inputs, c.hidden, c.batch_size, c.loss, c.seed)
+        self.norm = Normalizer(c.n_inputs, c.n_joints, c.normalize if c.loss == "mse" else
+                               ("input" if c.normalize != "none" else "none"))
+        self.optimizer = make_optimizer(c.optimizer, c.lr, c.grad_clip, c.memory, c.hd_beta,
+                                        c.hd_per_group)
+        self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds)
+        self.n_steps = 0
+        self.n_samples = 0
+        self._x1 = np.zeros((1, c.n_inputs))
+        self._y1 = np.zeros((1, c.n_joints))
+        self._xb = np.zeros((c.batch_size, c.n_inputs))
+        self._yb = np.zeros((c.batch_size, c.n_joints))
+        self._fill = 0
+
+    # -- river-style API --------------------------------------------------------------------
+    def predict_one(self, x: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
+        """Prediction for one sample; returns a view of an internal buffer (copy to keep it).
+
+        `params` (shape of `self.net.theta`) predicts from a serving copy of the weights while
+        another thread trains (see copy_params).
+        """
+        self._x1[0] = x
+        self.net.predict_into(self._x1, self.norm, self._y1, params)
+        return self._y1[0]
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.zeros((X.shape[0], self.config.n_joints))
+        self.net.predict_into(X, self.norm, out)
+        return out
+
+    def learn_many(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """One learning step on a batch. Returns per-joint loss measured before the update."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        Y = np.ascontiguousarray(Y, dtype=np.float64)
+        loss = self.net.loss_grad(X, Y, self.norm)
+        self.norm.observe(X, Y)
+        self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1), self.opt_state)
+        self.n_steps += 1
+        self.n_samples += X.shape[0]
+        return loss
+
+    def learn_one(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Buffers one sample; when batch_size are in, learns on them and returns the loss."""
+        self._xb[self._fill] = x
+        self._yb[self._fill] = y
+        self._fill += 1
+        if self._fill < self.config.batch_size:
+            return None
+        self._fill = 0
+        return self.learn_many(self._xb, self._yb)
+
+    # -- live options and health ------------------------------------------------------------
+    def copy_params(self, out: np.ndarray) -> None:
+        np.copyto(out, self.net.theta)
+
+    def is_finite(self) -> bool:
+        return bool(all_finite(self.net.theta.reshape(-1)))
+
+    def set_lr(self, lr: float) -> None:
+        """New base rate: the constant rate, the hypergradient rate, or every memory rate."""
+        if not lr > 0:
+            raise ValueError("lr must be > 0")
+        for t, s in zip(self.optimizer.transforms, self.opt_state.states):
+            for name in ("lr", "alpha", "w"):
+                if name in s:
+                    s[name][...] = lr
+
+    def set_memory_learning(self, on: bool) -> None:
+        """Freeze (off) or resume (on) learning of the memories; predictions still use them."""
+        for s in self.opt_state.states:
+            if "learn" in s:
+                s["learn"][0] = 1.0 if on else 0.0
+
+    def rates(self) -> dict[str, np.ndarray]:
+        """Current rate per group (memory: mean predicted rate; HD: alpha; constant: lr)."""
+        out = {}
+        for t, s in zip(self.optimizer.transforms, self.opt_state.states):
+            for name in ("eta_mean", "alpha", "lr"):
+                if name in s:
+                    out[t.name] = s[name].copy()
+        return out
+
+    # -- state: networks, memories, whole ---------------------------------------------------
+    def network_state(self) -> dict[str, np.ndarray]:
+        """Everything that belongs to one model (one payload context): a copy."""
+        d = {"theta": self.net.theta}
+        d.update({f"norm.{k}": v for k, v in self.norm.arrays().items()})
+        d.update({f"opt.{k}": v for k, v in self.optimizer.network_state(self.opt_state).items()})
+        return {k: np.array(v, copy=True) for k, v in d.items()}
+
+    def set_network_state(self, d: dict) -> None:
+        """Load one model; the memories are untouched, their per-step history is reset."""
+        self._check_shape("theta", d["theta"], self.net.theta)
+        np.copyto(self.net.theta, d["theta"])
+        for k, v in self.norm.arrays().items():
+            self._check_shape(f"norm.{k}", d[f"norm.{k}"], v)
+            np.copyto(v, d[f"norm.{k}"])
+        self.optimizer.load(self.opt_state, {k[4:]: v for k, v in d.items() if k.startswith("opt.")},
+                            reset_history=True)
+        self._fill = 0
+
+    def memory_state(self) -> dict[str, np.ndarray]:
+        """The learned rate state (memories, hypergradient rates): a copy."""
+        return {k: v.copy() for k, v in self.optimizer.shared_state(self.opt_state).items()}
+
+    def set_memory_state(self, d: dict, transfer: bool = True) -> None:
+        """Load memories. transfer=True: as at the start of a new task (section 6: keep the
+        memory values, reset the memory optimiser's moments); False: restore exactly."""
+        if transfer:
+            self.optimizer.transfer(self.opt_state, d)
+        else:
+            self.optimizer.load(self.opt_state, d, reset_history=False)
+
+    @staticmethod
+    def _check_shape(name, src, dst):
+        if np.shape(src) != dst.shape:
+            raise ValueError(f"state {name}: shape {np.shape(src)}, expected {dst.shape}")
+
+    def save(self, path) -> None:
+        arrays = {f"net.{k}": v for k, v in self.network_state().items()}
+        arrays.update({f"opt.{k}": v for k, v in
+                       self.optimizer.all_state(self.opt_state).items()})
+        arrays["counters"] = np.array([self.n_steps, self.n_samples], dtype=np.int64)
+        save_state(path, STATE_KIND, STATE_VERSION, {"config": _jsonable(self.config.to_dict())},
+                   arrays)
+
+    @classmethod
+    def load(cls, path) -> "OnlineLearner":
+        meta, arrays = load_state(path, STATE_KIND, (STATE_VERSION,))
+        learner = cls(LearnerConfig.from_dict(meta["config"]))
+        learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
+        learner.optimizer.load(learner.opt_state,
+                               {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")},
+                               reset_history=False)
+        learner.n_steps, learner.n_samples = (int(v) for v in arrays["counters"])
+        return learner
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d))
