@@ -1,0 +1,77 @@
+"""The per-joint MLP kernels against central finite differences and a numpy forward pass."""
+
+import numpy as np
+import pytest
+
+import naive
+from rtlearn.learner.network import MLPStack, Normalizer
+
+
+def _stack(loss="mse"):
+    return MLPStack(n_joints=3, n_inputs=5, hidden=(6, 4), batch_size=4, loss=loss, seed=3)
+
+
+def _data(rng, loss):
+    X = rng.normal(size=(4, 5))
+    Y = rng.normal(size=(4, 3)) * 3.0 + 1.0
+    if loss == "logistic":
+        Y = (Y > 1.0).astype(float)
+    return X, Y
+
+
+@pytest.mark.parametrize("loss", ["mse", "logistic"])
+def test_gradient_matches_central_differences_every_parameter(loss):
+    rng = np.random.default_rng(0)
+    net = _stack(loss)
+    # Shift biases so no ReLU sits at its kink, where finite differences are meaningless.
+    net.theta += rng.normal(scale=0.1, size=net.theta.shape)
+    X, Y = _data(rng, loss)
+    norm = Normalizer(5, 3, "none")
+    loss_fn = naive.mse if loss == "mse" else naive.logistic
+    net.loss_grad(X, Y, norm)
+    eps = 1e-6
+    for j in range(3):
+        fd = np.zeros(net.n_params)
+        for p in range(net.n_params):
+            t = net.theta[j].copy()
+            t[p] += eps
+            up = loss_fn(t, net.dims, X, Y[:, j])
+            t[p] -= 2 * eps
+            down = loss_fn(t, net.dims, X, Y[:, j])
+            fd[p] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(net.grad[j], fd, rtol=1e-5, atol=1e-7)
+        assert np.count_nonzero(net.grad[j]) > net.n_params // 2
+
+
+def test_loss_is_measured_before_any_update_and_matches_numpy():
+    rng = np.random.default_rng(1)
+    net = _stack()
+    X, Y = _data(rng, "mse")
+    loss = net.loss_grad(X, Y, Normalizer(5, 3, "none")).copy()
+    expected = [naive.mse(net.theta[j], net.dims, X, Y[:, j]) for j in range(3)]
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+
+
+def test_normalised_prediction_is_the_network_in_standard_units():
+    rng = np.random.default_rng(2)
+    net = _stack()
+    norm = Normalizer(5, 3, "both")
+    X, Y = _data(rng, "mse")
+    norm.observe(X * 5 + 2, Y * 10 - 4)
+    out = np.zeros((4, 3))
+    net.predict_into(X, norm, out)
+    Xs = (X - norm.x_mean) * norm.x_scale
+    for j in range(3):
+        ref = norm.y_mean[j] + norm.y_scale[j] * naive.mlp_forward(net.theta[j], net.dims, Xs)
+        np.testing.assert_allclose(out[:, j], ref, rtol=1e-12)
+    Xn = X * 5 + 2
+    np.testing.assert_allclose(norm.x_mean, Xn.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(1 / norm.x_scale ** 2, Xn.var(0), rtol=1e-10)
+
+
+def test_group_bounds_cover_every_tensor_of_every_joint():
+    net = _stack()
+    sizes = np.diff(net.bounds)
+    assert net.bounds[0] == 0 and net.bounds[-1] == net.theta.size
+    assert list(sizes[:6]) == [30, 6, 24, 4, 4, 1]
+    assert len(sizes) == 3 * 6

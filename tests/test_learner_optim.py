@@ -1,0 +1,140 @@
+"""Optimizer transforms against the plain-numpy references in tests/naive.py."""
+
+import numpy as np
+import pytest
+
+import naive
+from rtlearn.learner import MemoryConfig, adam, chain, clip, constant, hypergradient, memory
+from rtlearn.learner.optim import make_optimizer, OPTIMIZERS
+
+
+def _run(opt, grads, theta0, bounds=None):
+    theta = theta0.copy()
+    bounds = np.array([0, len(theta)]) if bounds is None else bounds
+    state = opt.init(len(theta), bounds)
+    path = []
+    for g in grads:
+        opt.step(theta, g.copy(), state)
+        path.append(theta.copy())
+    return np.array(path), state
+
+
+def _grads(n=12, steps=30, seed=0):
+    return np.random.default_rng(seed).normal(scale=2.0, size=(steps, n))
+
+
+def test_chain_equals_applying_the_parts_by_hand():
+    grads = _grads()
+    theta0 = np.ones(12)
+    path, _ = _run(chain(clip(1.5), adam(), constant(0.01)), grads, theta0)
+    ref = naive.Adam(12, 0.01)
+    theta = theta0.copy()
+    for t, g in enumerate(grads):
+        theta = theta - 0.01 * ref.direction(np.clip(g, -1.5, 1.5))
+        np.testing.assert_allclose(path[t], theta, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("with_adam", [False, True])
+def test_hypergradient_matches_baydin_reference(with_adam):
+    grads = _grads()
+    beta = 1e-3 if not with_adam else 1e-5
+    parts = [clip(100.0)] + ([adam()] if with_adam else []) + [hypergradient(0.01, beta)]
+    path, state = _run(chain(*parts), grads, np.zeros(12))
+    ad, hd = naive.Adam(12, 0), naive.Hypergradient(12, 0.01, beta)
+    theta = np.zeros(12)
+    for t, g in enumerate(grads):
+        u = ad.direction(g) if with_adam else g
+        theta = theta - hd.step(g, u)
+        np.testing.assert_allclose(path[t], theta, rtol=1e-11, atol=1e-14)
+    assert state.states[-1]["alpha"][0] == pytest.approx(hd.alpha, rel=1e-12)
+
+
+@pytest.mark.parametrize("meta,normalized", [("gd", False), ("adam", False), ("gd", True)])
+def test_memory_matches_full_reference_over_many_steps(meta, normalized):
+    """Truncated kernels vs every centre, per group, learning and predicting (eqs. M1-M5)."""
+    rng = np.random.default_rng(4)
+    n, steps = 40, 60
+    grads = np.cumsum(rng.normal(size=(steps, n)), axis=0) * 0.7  # correlated: memory moves
+    bounds = np.array([0, 15, 40])
+    beta = 0.05 if meta == "gd" else 0.002
+    cfg = MemoryConfig(lr0=0.01, n_centres=30, clip=5.0, width_ratio=0.8, beta=beta, meta=meta,
+                       normalized_signal=normalized, truncation=1e-14)
+    path, state = _run(chain(clip(5.0), memory(cfg)), grads, np.zeros(n), bounds)
+    refs = [naive.Memory(hi - lo, K=30, C=5.0, width_ratio=0.8, lr0=0.01, beta=beta, meta=meta,
+                         normalized=normalized) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    theta = np.zeros(n)
+    for t, g in enumerate(grads):
+        gc = np.clip(g, -5, 5)
+        for ref, lo, hi in zip(refs, bounds[:-1], bounds[1:]):
+            theta[lo:hi] -= ref.step(gc[lo:hi], gc[lo:hi])
+        np.testing.assert_allclose(path[t], theta, rtol=1e-9, atol=1e-13)
+    w = state.states[-1]["w"]
+    for g, ref in enumerate(refs):
+        np.testing.assert_allclose(w[g], ref.w, rtol=1e-9, atol=1e-15)
+        assert np.ptp(ref.w) > 1e-3  # the memory did learn something
+
+
+def test_truncated_prediction_within_its_stated_bound():
+    """|eta_trunc - eta_full| <= (max w - min w) * E / S with E the skipped kernel mass
+    (<= 2 exp(-a R^2/2) / (1 - exp(-a (2R+1)/2))) and S >= exp(-a/8) the kept mass."""
+    for width_ratio, tol in [(0.5, 1e-8), (1.0, 1e-8), (1.0, 1e-3)]:
+        cfg = MemoryConfig(n_centres=50, clip=10.0, width_ratio=width_ratio, truncation=tol)
+        a, R = cfg.a, cfg.radius
+        bound_rel = 2 * np.exp(-a * R * R / 2) / (1 - np.exp(-a * (2 * R + 1) / 2)) / np.exp(-a / 8)
+        rng = np.random.default_rng(5)
+        w = rng.uniform(1e-4, 1e-2, size=50)
+        x = np.concatenate([rng.uniform(-12, 12, 2000), [-10, 10, 0, 1e-9]])
+        t = memory(cfg)
+        st = t.init(len(x), np.array([0, len(x)]))
+        st["w"][0] = w
+        st["learn"][0] = 0.0
+        u = np.ones(len(x))
+        t.update(None, u, x.copy(), st, np.array([0, len(x)]))
+        ref = naive.Memory(len(x), K=50, C=10.0, width_ratio=width_ratio)
+        ref.w = w
+        err = np.abs(u - ref.rates(x))
+        assert err.max() <= np.ptp(w) * bound_rel + 1e-18
+        if tol == 1e-8:
+            assert err.max() <= 1e-8 * np.ptp(w)
+
+
+def _quadratic_rates(lr, steps=40):
+    """GD with a memory on f(x) = 0.5 * 5 x^2 from x = 1; returns the predicted rates.
+
+    Wide kernels (2 spacings) so what is learned at one gradient value carries to the next.
+    """
+    cfg = MemoryConfig(lr0=lr, n_centres=20, clip=10.0, width_ratio=2.0, meta="gd", beta=0.02)
+    opt = chain(clip(10.0), memory(cfg))
+    x = np.array([1.0])
+    st = opt.init(1, np.array([0, 1]))
+    rates = []
+    for _ in range(steps):
+        opt.step(x, 5.0 * x, st)
+        rates.append(st.states[-1]["eta_mean"][0])
+    return np.array(rates)
+
+
+def test_memory_raises_rate_when_signs_agree_and_lowers_it_when_they_oscillate():
+    timid = _quadratic_rates(0.01)     # 5 * 0.01 < 1: gradient keeps its sign
+    assert timid[10] > 1.5 * timid[0]
+    assert np.all(np.diff(timid[:8]) > 0)
+    wild = _quadratic_rates(0.35)      # 5 * 0.35 > 1: x overshoots, gradient flips sign
+    assert wild[10] < 0.9 * wild[0]
+    assert wild[0] > wild[3] > wild[6]
+
+
+def test_every_named_optimizer_descends_a_parabola():
+    """Conformance over the registry (after river's checks): each one makes progress."""
+    for name in OPTIMIZERS:
+        lr = 0.05 if name.startswith("adam") else 0.1
+        opt = make_optimizer(name, lr, grad_clip=10.0)
+        x = np.array([3.0, -2.0, 1.0])
+        st = opt.init(3, np.array([0, 1, 3]))
+        for _ in range(200):
+            opt.step(x, 2.0 * x, st)
+        assert np.abs(x).max() < 0.5, name
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
+        make_optimizer("sgdd", 0.1)
