@@ -1,0 +1,150 @@
+"""RobotClient: what a robot-side program (simulation, log replay, a real arm's bridge) uses to
+publish JointStates to the daemon and read its torque predictions back.
+
+Slow-joiner handshake (a PUB drops whatever it sends before a subscriber's subscription has
+arrived): the state socket is an XPUB, which *receives* each subscriber's subscription, so the
+client knows when every state endpoint it connected to is listening; the daemon answers each
+new subscriber of its prediction socket with a `hello`, so the client knows the way back is
+open too. `RobotClient(...)` waits for both (bounded by `handshake_timeout`) before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Sequence
+
+import zmq
+
+from rtlearn.protocol.schema import (DEFAULT_PREDICTION_ENDPOINT, DEFAULT_STATE_ENDPOINT, Hello,
+                                     Prediction, ProtocolError, decode_prediction_message,
+                                     encode_state)
+from rtlearn.sources.base import JointState
+
+log = logging.getLogger(__name__)
+
+HWM = 100_000  # packets a socket may queue: 100 s at 1 kHz, so a hiccup never drops silently
+
+
+class RobotClient:
+    """Publishes JointStates to one or more state endpoints (the daemon, a recorder) and reads
+    predictions from the daemon's prediction endpoint (None: do not read predictions)."""
+
+    def __init__(self, state_endpoints: Sequence[str] = (DEFAULT_STATE_ENDPOINT,),
+                 prediction_endpoint: str | None = DEFAULT_PREDICTION_ENDPOINT,
+                 handshake_timeout: float = 5.0, context: zmq.Context | None = None):
+        if isinstance(state_endpoints, str):
+            state_endpoints = [state_endpoints]
+        self.state_endpoints = list(state_endpoints)
+        self.prediction_endpoint = prediction_endpoint
+        self.stream = int.from_bytes(os.urandom(4), "little")  # this session's stream id
+        self._ctx = context or zmq.Context.instance()
+        self._pub = self._ctx.socket(zmq.XPUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.setsockopt(zmq.SNDHWM, HWM)
+        self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # one subscription message per subscriber
+        for ep in self.state_endpoints:
+            self._pub.connect(ep)
+        self._sub = None
+        if prediction_endpoint is not None:
+            self._sub = self._ctx.socket(zmq.SUB)
+            self._sub.setsockopt(zmq.LINGER, 0)
+            self._sub.setsockopt(zmq.RCVHWM, HWM)
+            self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self._sub.connect(prediction_endpoint)
+        self.subscribers = 0        # subscriptions seen on the state socket
+        self.daemon_hello: Hello | None = None
+        self.rejected = 0           # undecodable frames on the prediction socket
+        self.ready = self.wait_ready(handshake_timeout)
+        if not self.ready:
+            log.warning("RobotClient: handshake incomplete after %.1f s (%d of %d state endpoints "
+                        "listening, daemon hello %s); publishing anyway", handshake_timeout,
+                        self.subscribers, len(self.state_endpoints),
+                        "received" if self.daemon_hello else "missing")
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until every state endpoint subscribed and the daemon said hello."""
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        poller.register(self._pub, zmq.POLLIN)
+        if self._sub is not None:
+            poller.register(self._sub, zmq.POLLIN)
+        while not self._handshaken():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for sock, _ in poller.poll(max(1, int(left * 1000))):
+                if sock is self._pub:
+                    self._drain_subscriptions()
+                else:
+                    self._read_prediction(zmq.NOBLOCK)
+        return True
+
+    def _handshaken(self) -> bool:
+        return (self.subscribers >= len(self.state_endpoints)
+                and (self._sub is None or self.daemon_hello is not None))
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                frame = self._pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":
+                self.subscribers += 1
+
+    def publish(self, state: JointState) -> None:
+        """Send one state packet; never blocks (a full queue drops, which the daemon sees as a
+        sequence gap)."""
+        try:
+            self._pub.send(encode_state(state, self.stream), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _read_prediction(self, flags: int) -> Prediction | None:
+        while True:
+            try:
+                frame = self._sub.recv(flags)
+            except zmq.Again:
+                return None
+            try:
+                msg = decode_prediction_message(frame)
+            except ProtocolError:
+                self.rejected += 1
+                continue
+            if isinstance(msg, Hello):
+                self.daemon_hello = msg
+                continue
+            return msg
+
+    def poll_prediction(self) -> Prediction | None:
+        """The next prediction received, or None; never blocks."""
+        if self._sub is None:
+            return None
+        return self._read_prediction(zmq.NOBLOCK)
+
+    def recv_prediction(self, timeout: float) -> Prediction | None:
+        """The next prediction, waiting at most `timeout` seconds."""
+        if self._sub is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            p = self._read_prediction(zmq.NOBLOCK)
+            if p is not None:
+                return p
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sub.poll(max(1, int(left * 1000))):
+                return None
+
+    def close(self) -> None:
+        """Close the sockets (linger 0); safe to call twice."""
+        for s in (self._pub, self._sub):
+            if s is not None and not s.closed:
+                s.close(linger=0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
