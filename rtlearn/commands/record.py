@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import zmq
 
-    from rtlearn.protocol.schema import ProtocolError, decode_state
+    from rtlearn.protocol.schema import ProtocolError, read_state
     from rtlearn.sources.base import SourceError
     from rtlearn.sources.log import LogWriter
     from rtlearn.sources.robot import load_robot
@@ -36,6 +36,7 @@ def run(args) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 100_000)  # a slow disk write must not drop packets
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     try:
         sock.bind(args.bind)
@@ -47,7 +48,7 @@ def run(args) -> int:
     print(f"recording {args.bind} -> {args.file} (Ctrl-C to stop)", file=sys.stderr)
     writer = LogWriter(args.file, robot, {"source": "record", "bind": args.bind})
     received = rejected = lost = 0
-    last_seq = None
+    last_seq = first_stream = None
     deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         while args.count is None or len(writer) < args.count:
@@ -55,16 +56,18 @@ def run(args) -> int:
                 break
             if not sock.poll(100):
                 continue
-            frames = sock.recv_multipart()
+            frame = sock.recv()
             received += 1
             try:
-                state = decode_state(frames[-1])
+                state, stream = read_state(frame, robot.n_joints)
             except ProtocolError as e:
                 rejected += 1
                 print(f"rtlearn record: dropped a packet: {e}", file=sys.stderr)
                 continue
-            if len(state.q) != robot.n_joints or (last_seq is not None and state.seq <= last_seq):
-                rejected += 1  # another robot, or a restarted stream: not this log's packets
+            # One log = one stream: a second publisher or a restarted one is not recorded.
+            first_stream = stream if last_seq is None else first_stream
+            if stream != first_stream or (last_seq is not None and state.seq <= last_seq):
+                rejected += 1
                 continue
             if last_seq is not None:
                 lost += state.seq - last_seq - 1

@@ -45,8 +45,9 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--connect", action="append", metavar="ENDPOINT",
                    help="daemon / recorder state endpoint to publish to (repeatable; "
                         "default: the protocol's default state endpoint)")
-    g.add_argument("--predictions", metavar="ENDPOINT",
-                   help="daemon prediction endpoint to read predictions from (default: protocol's)")
+    g.add_argument("--predictions", metavar="ENDPOINT|none",
+                   help="daemon prediction endpoint to read predictions from (default: the "
+                        "protocol's; 'none' when publishing only to a recorder)")
     g.add_argument("--no-publish", action="store_true", help="do not publish (e.g. only --record)")
     parser.add_argument("--record", metavar="FILE", help="also write the stream to an rtlearn log")
 
@@ -80,7 +81,7 @@ def open_client(args):
     if args.connect:
         kwargs["state_endpoints"] = args.connect
     if args.predictions:
-        kwargs["prediction_endpoint"] = args.predictions
+        kwargs["prediction_endpoint"] = None if args.predictions == "none" else args.predictions
     return protocol_client.RobotClient(**kwargs)
 
 
