@@ -1,0 +1,43 @@
+"""`rtlearn serve`: the learning daemon beside a robot controller (docs/service.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+HELP = "run the learning daemon beside a robot controller"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", default="kuka_iiwa", help="robots/<NAME>.toml or a TOML path")
+    parser.add_argument("--config", metavar="FILE", help="daemon TOML config (docs/service.md)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the snapshot file of the config, if present")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def run(args) -> int:
+    import zmq
+
+    from rtlearn.learner import StateFileError
+    from rtlearn.service.config import ConfigError, load_config
+    from rtlearn.service.daemon import Daemon
+    from rtlearn.service.snapshots import SnapshotPathError
+    from rtlearn.sources.base import SourceError
+    from rtlearn.sources.robot import load_robot
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        robot = load_robot(args.robot)
+        cfg = load_config(args.config)
+        daemon = Daemon(cfg, robot, resume=args.resume)
+    except (ConfigError, SourceError, StateFileError, SnapshotPathError) as e:
+        print(f"rtlearn serve: {e}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as e:
+        print(f"rtlearn serve: cannot bind an endpoint ({e}); is another daemon running?",
+              file=sys.stderr)
+        return 2
+    return daemon.run()

@@ -1,0 +1,161 @@
+"""The daemon's TOML configuration: every key, its default and its meaning (docs/service.md
+renders the same table). Unknown keys are errors, so a typo never silently keeps a default."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
+                                     DEFAULT_STATE_ENDPOINT)
+
+# section -> key -> (default, help). The single source of truth for defaults and docs.
+SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
+    "endpoints": {
+        "state": (DEFAULT_STATE_ENDPOINT, "SUB socket the daemon binds; robots publish states to it"),
+        "prediction": (DEFAULT_PREDICTION_ENDPOINT, "PUB socket the daemon binds for predictions"),
+        "control": (DEFAULT_CONTROL_ENDPOINT, "REP socket for `rtlearn ctl`; must be loopback "
+                    "(127.0.0.1, localhost, ::1, ipc://) unless [security] holds CURVE keys"),
+    },
+    "learner": {
+        # Passed to rtlearn.learner.LearnerConfig; n_joints / n_inputs come from the robot.
+        "hidden": ([128, 64, 32], "hidden layer widths of each joint's MLP"),
+        "optimizer": ("metagd", "metagd (memory of learning rates), adam, hd, sgd ... "
+                      "(rtlearn.learner.OPTIMIZERS)"),
+        "lr": (1e-3, "base learning rate"),
+        "batch_size": (10, "samples per learning step; each sample is learned from once"),
+        "normalize": ("both", "none | input | both: running standardisation"),
+        "grad_clip": (10.0, "gradient norm clip"),
+        "seed": (0, "weight initialisation seed"),
+    },
+    "contexts": {
+        "initial": ("default", "name of the context the daemon starts in"),
+        "max_contexts": (32, "size limit of the bank of models; a switch to a new context "
+                         "beyond it is refused"),
+    },
+    "snapshots": {
+        "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
+                "control-socket paths are confined to it"),
+        "file": ("latest.rtsnap", "periodic / shutdown snapshot file name inside dir; "
+                 "`--resume` reads it"),
+        "interval": (30.0, "seconds between periodic snapshots (0: only at shutdown)"),
+    },
+    "guard": {
+        "explode_factor": (1e4, "a step whose loss exceeds this times the running loss "
+                           "rolls the model back"),
+        "good_every": (200, "learning steps between saved known-good states (rollback targets)"),
+        "stream_timeout": (1.0, "s of silence after which a lower seq from a publisher without "
+                           "stream id counts as a restarted stream, not as out-of-order"),
+        "batch_queue": (64, "learning batches that may wait for the learning thread; when "
+                        "full the daemon stops reading until one is free (nothing is dropped)"),
+        "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
+    },
+    "security": {
+        "curve_secret_key": ("", "Z85 secret key of the control socket (`rtlearn ctl keygen`); "
+                             "required for a non-loopback control endpoint"),
+        "curve_public_key": ("", "Z85 public key matching curve_secret_key"),
+        "curve_clients": ([], "Z85 public keys allowed to connect (empty: any client that "
+                          "knows the server key)"),
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class ServiceConfig:
+    sections: dict = field(default_factory=dict)
+    path: str | None = None
+
+    def __getitem__(self, section: str) -> dict:
+        return self.sections[section]
+
+    def to_dict(self) -> dict:
+        return {s: dict(v) for s, v in self.sections.items()}
+
+
+def defaults() -> dict:
+    return {s: {k: v[0] for k, v in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> ServiceConfig:
+    """Defaults, then the TOML file, then `overrides` ({section: {key: value}})."""
+    sections = defaults()
+    where = str(path) if path else "<defaults>"
+    layers = []
+    if path is not None:
+        try:
+            layers.append((where, tomllib.loads(Path(path).read_text())))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if overrides:
+        layers.append(("<overrides>", overrides))
+    for name, data in layers:
+        for section, values in data.items():
+            if section not in SCHEMA or not isinstance(values, dict):
+                raise ConfigError(f"{name}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+            for key, value in values.items():
+                if key not in SCHEMA[section]:
+                    raise ConfigError(f"{name}: unknown key {section}.{key}")
+                default = SCHEMA[section][key][0]
+                if not _same_kind(value, default):
+                    raise ConfigError(f"{name}: {section}.{key} must be {type(default).__name__}, "
+                                      f"got {value!r}")
+                sections[section][key] = value
+    cfg = ServiceConfig(sections, where)
+    _validate(cfg, where)
+    return cfg
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def is_loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _validate(cfg: ServiceConfig, where: str) -> None:
+    sec = cfg["security"]
+    if not is_loopback(cfg["endpoints"]["control"]):
+        if not (sec["curve_secret_key"] and sec["curve_public_key"]):
+            raise ConfigError(f"{where}: endpoints.control {cfg['endpoints']['control']!r} is not "
+                              "loopback: set security.curve_secret_key and curve_public_key "
+                              "(`rtlearn ctl keygen`)")
+    for key in ("curve_secret_key", "curve_public_key"):
+        if sec[key] and len(sec[key]) != 40:
+            raise ConfigError(f"{where}: security.{key} must be a 40-character Z85 key")
+    if any(not isinstance(k, str) or len(k) != 40 for k in sec["curve_clients"]):
+        raise ConfigError(f"{where}: security.curve_clients must be 40-character Z85 keys")
+    if cfg["learner"]["batch_size"] < 1 or cfg["guard"]["batch_queue"] < 2:
+        raise ConfigError(f"{where}: learner.batch_size >= 1 and guard.batch_queue >= 2")
+    if cfg["snapshots"]["interval"] < 0:
+        raise ConfigError(f"{where}: snapshots.interval must be >= 0")
+    if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):
+        raise ConfigError(f"{where}: snapshots.file is a plain file name")
+
+
+def render_markdown() -> str:
+    """The configuration reference table of docs/service.md."""
+    lines = []
+    for section, keys in SCHEMA.items():
+        lines += [f"### [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for key, (default, text) in keys.items():
+            shown = f'"{default}"' if isinstance(default, str) else str(default).lower() \
+                if isinstance(default, bool) else str(default)
+            lines.append(f"| `{key}` | `{shown}` | {text} |")
+        lines.append("")
+    return "\n".join(lines)
