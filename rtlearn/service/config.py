@@ -29,6 +29,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "normalize": ("both", "none | input | both: running standardisation"),
         "grad_clip": (10.0, "gradient norm clip"),
         "seed": (0, "weight initialisation seed"),
+        "memory": ({}, "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, ...); "
+                   "empty: the learner's defaults"),
     },
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
@@ -142,10 +144,22 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         raise ConfigError(f"{where}: security.curve_clients must be 40-character Z85 keys")
     if cfg["learner"]["batch_size"] < 1 or cfg["guard"]["batch_queue"] < 2:
         raise ConfigError(f"{where}: learner.batch_size >= 1 and guard.batch_queue >= 2")
+    try:
+        learner_config(cfg, 7)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: [learner]: {e}") from None
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):
         raise ConfigError(f"{where}: snapshots.file is a plain file name")
+
+
+def learner_config(cfg: ServiceConfig, n_joints: int):
+    from rtlearn.learner import LearnerConfig
+
+    lc = dict(cfg["learner"])
+    lc["hidden"] = tuple(lc["hidden"])
+    return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, **lc)
 
 
 def render_markdown() -> str:

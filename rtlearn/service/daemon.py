@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from rtlearn.learner import LearnerConfig, OnlineLearner, StateFileError
+from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.protocol.schema import (MAX_STATE_FRAME, ProtocolError, encode_hello,
                                      encode_prediction, read_state)
 from rtlearn.service import snapshots
-from rtlearn.service.config import ServiceConfig
+from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.learning import LearningWorker
 from rtlearn.service.stats import RateLimitedLog, Stats
@@ -43,9 +43,7 @@ SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would s
 
 
 def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
-    lc = dict(cfg["learner"])
-    lc["hidden"] = tuple(lc["hidden"])
-    return OnlineLearner(LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, **lc))
+    return OnlineLearner(learner_config(cfg, n_joints))
 
 
 class SnapshotWriter(threading.Thread):

@@ -1,0 +1,125 @@
+"""Start and stop a daemon subprocess on private endpoints: used by `rtlearn demo`,
+`rtlearn bench serve` and the tests. The daemon runs exactly as `rtlearn serve` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rtlearn.protocol.schema import ControlError
+from rtlearn.service.control import ControlClient
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def endpoints(transport: str, workdir: Path) -> dict:
+    """Fresh state / prediction / control endpoints: 'tcp' on loopback or 'ipc' in workdir."""
+    if transport == "tcp":
+        return {k: f"tcp://127.0.0.1:{free_tcp_port()}" for k in ("state", "prediction", "control")}
+    if transport == "ipc":
+        return {k: f"ipc://{workdir / (k + '.sock')}" for k in ("state", "prediction", "control")}
+    raise ValueError(f"transport is tcp or ipc, not {transport!r}")
+
+
+def to_toml(sections: dict) -> str:
+    """Enough TOML for a daemon config: tables of strings, numbers, booleans, lists, tables."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)  # JSON string escapes are valid TOML basic strings
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(e) for e in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(e)}" for k, e in v.items()) + "}"
+        return repr(v)
+    out = []
+    for section, keys in sections.items():
+        out.append(f"[{section}]")
+        out += [f"{k} = {value(v)}" for k, v in keys.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+class DaemonProcess:
+    """`rtlearn serve` in a subprocess with a config written to workdir/daemon.toml."""
+
+    def __init__(self, workdir: str | Path, config: dict | None = None, robot: str = "kuka_iiwa",
+                 transport: str = "ipc", resume: bool = False, log_file: str | None = "daemon.log",
+                 ready_timeout: float = 60.0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        sections = {k: dict(v) for k, v in (config or {}).items()}
+        self.endpoints = {**endpoints(transport, self.workdir), **sections.pop("endpoints", {})}
+        sections.setdefault("snapshots", {}).setdefault("dir", str(self.workdir / "snapshots"))
+        self.config = {"endpoints": self.endpoints, **sections}
+        self.config_path = self.workdir / "daemon.toml"
+        self.config_path.write_text(to_toml(self.config))
+        self.snapshot_dir = Path(self.config["snapshots"]["dir"])
+        cmd = [sys.executable, "-m", "rtlearn.cli", "serve", "--robot", robot,
+               "--config", str(self.config_path)] + (["--resume"] if resume else [])
+        self.log_path = self.workdir / log_file if log_file else None
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if self.log_path:
+            out.close()
+        self.ctl = ControlClient(self.endpoints["control"], timeout=2.0)
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                self.status()
+                return
+            except (TimeoutError, ControlError):
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"daemon not ready within {timeout:g} s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return self.log_path.read_text()[-chars:] if self.log_path and self.log_path.exists() else ""
+
+    def status(self) -> dict:
+        return self.ctl.request("status")
+
+    def request(self, cmd: str, **args):
+        return self.ctl.request(cmd, **args)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM: the daemon learns what it buffered, snapshots and exits."""
+        self.ctl.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to clean up (the crash case)."""
+        self.ctl.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
