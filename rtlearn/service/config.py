@@ -22,7 +22,7 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "learner": {
         # Passed to rtlearn.learner.LearnerConfig; n_joints / n_inputs come from the robot.
         "hidden": ([128, 64, 32], "hidden layer widths of each joint's MLP"),
-        "optimizer": ("metagd", "metagd (memory of learning rates), adam, hd, sgd ... "
+        "optimizer": ("metagd", "metagd (memory of learning rates), gd, adam, sgd-hd, ... "
                       "(rtlearn.learner.OPTIMIZERS)"),
         "lr": (1e-3, "base learning rate"),
         "batch_size": (10, "samples per learning step; each sample is learned from once"),

@@ -1,0 +1,254 @@
+"""The daemon as a real subprocess on ipc:// endpoints, driven by RobotClient and raw sockets."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from rtlearn.learner import LearnerConfig, OnlineLearner
+from rtlearn.protocol.client import RobotClient
+from rtlearn.protocol.schema import ControlError, encode_state
+from rtlearn.service import snapshots
+from rtlearn.service.launch import DaemonProcess
+from rtlearn.service.synthetic import DT, PERIOD, synthetic_state, synthetic_stream
+
+N = 7
+CYCLE = int(round(PERIOD / DT))
+SMALL = {"learner": {"hidden": [32, 32], "lr": 3e-3}}  # quicker steps, same kernels
+
+
+def collect(client: RobotClient, expected: int, timeout: float = 30.0) -> list:
+    """Predictions until `expected` arrived or nothing came for `timeout` s."""
+    out = []
+    while len(out) < expected:
+        p = client.recv_prediction(timeout)
+        if p is None:
+            break
+        out.append(p)
+    return out
+
+
+def send_all(client: RobotClient, states) -> list:
+    """Publish every state (draining predictions meanwhile); return all predictions."""
+    sent, got = 0, []
+    for s in states:
+        client.publish(s)
+        sent += 1
+        while (p := client.poll_prediction()) is not None:
+            got.append(p)
+    return got + collect(client, sent - len(got))
+
+
+def wait_learned(d: DaemonProcess, samples: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = d.status()
+        if st["learning"]["samples"] >= samples or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+def features(s) -> np.ndarray:
+    return np.concatenate([s.q, s.qd, s.qdd])
+
+
+def model_prediction(snapshot_path, context: str, state) -> np.ndarray:
+    """What context `context` of a snapshot predicts for `state`, computed by the learner
+    itself from the file (independent of the daemon's serving path)."""
+    meta, arrays = snapshots.read(snapshot_path)
+    learner = OnlineLearner(LearnerConfig.from_dict(meta["learner"]))
+    i = meta["contexts"].index(context)
+    learner.set_network_state({k[len(f"ctx{i}."):]: v for k, v in arrays.items()
+                               if k.startswith(f"ctx{i}.")})
+    return learner.predict_one(features(state)).copy()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with DaemonProcess(tmp_path_factory.mktemp("daemon"), SMALL) as d:
+        yield d
+        assert d.proc.poll() is None, "the daemon died during the tests: " + d.log_tail()
+
+
+def test_every_packet_answered_once_and_loss_falls(daemon):
+    with RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"]) as c:
+        assert c.ready
+        states = list(synthetic_stream(4 * CYCLE, start_seq=10_000))
+        preds = send_all(c, states)
+    seqs = [p.seq for p in preds]
+    assert sorted(seqs) == [s.seq for s in states]          # exactly one each, none extra
+    assert all(p.valid and np.isfinite(p.tau).all() for p in preds)
+    by_seq = {p.seq: p for p in preds}
+    err = np.array([((by_seq[s.seq].tau - s.tau) ** 2).mean() for s in states])
+    first, last = err[:CYCLE].mean(), err[-CYCLE:].mean()  # the same states, 3 cycles apart
+    assert last < 0.3 * first, (first, last)
+    st = wait_learned(daemon, 4 * CYCLE)
+    assert st["packets"]["lost"] == 0
+    assert st["learning"]["samples"] == st["prequential"]["samples"] == 4 * CYCLE
+
+
+def test_context_switch_restores_the_right_model(daemon):
+    probe_a = synthetic_state(0, payload=0.0)
+    with RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"]) as c:
+        base = daemon.status()
+        seq = 100_000
+        send_all(c, [synthetic_state(k, payload=0.0, context="a") for k in range(seq, seq + 2000)])
+        seq += 2000
+        wait_learned(daemon, base["learning"]["samples"] + 2000)
+        daemon.request("save", path="after_a.rtsnap")
+        snap = daemon.snapshot_dir / "after_a.rtsnap"
+        expected_a = model_prediction(snap, "a", probe_a)
+        # "b" starts from the current model ("a"), then learns another torque law
+        first_b = synthetic_state(seq, payload=4.0, context="b")
+        first_b.q, first_b.qd, first_b.qdd = probe_a.q, probe_a.qd, probe_a.qdd
+        (pb,) = send_all(c, [first_b])
+        np.testing.assert_allclose(pb.tau, expected_a, rtol=1e-9, atol=1e-9)
+        assert pb.context == "b"
+        seq += 1
+        send_all(c, [synthetic_state(k, payload=4.0, context="b") for k in range(seq, seq + 1999)])
+        seq += 1999
+        # back to "a": its own model comes back, untouched by what "b" learned
+        back = synthetic_state(seq, payload=0.0, context="a")
+        back.q, back.qd, back.qdd = probe_a.q, probe_a.qd, probe_a.qdd
+        (pa,) = send_all(c, [back])
+    np.testing.assert_allclose(pa.tau, expected_a, rtol=1e-9, atol=1e-9)
+    assert np.abs(pb.tau - pa.tau).max() < 1e-9
+    st = daemon.status()
+    assert st["context"] == "a"
+    assert st["contexts"]["restored"] - base["contexts"]["restored"] == 1
+    assert st["contexts"]["switches"] - base["contexts"]["switches"] == 3  # default->a->b->a
+
+
+def test_control_context_command_takes_effect_at_next_packet(daemon):
+    with RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"]) as c:
+        before = send_all(c, [synthetic_state(200_000)])[0].context
+        reply = daemon.request("context", name="ctl-ctx")
+        assert reply["scheduled"] == "ctl-ctx"
+        after = send_all(c, [synthetic_state(200_001)])[0].context
+    assert before != "ctl-ctx" and after == "ctl-ctx"
+
+
+def raw_publisher(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """An XPUB that has seen the daemon's subscription (so nothing is lost to slow joining)."""
+    s = ctx.socket(zmq.XPUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    assert s.poll(10_000), "daemon never subscribed"
+    s.recv()
+    return s
+
+
+def test_storm_of_bad_packets_then_valid_ones_are_answered_and_learned(daemon):
+    ctx = zmq.Context()
+    pub = raw_publisher(ctx, daemon.endpoints["state"])
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(daemon.endpoints["prediction"])
+    assert sub.poll(10_000)
+    sub.recv()  # hello
+    before = daemon.status()
+    good = synthetic_state(300_000)
+    nan = synthetic_state(300_001)
+    nan.tau[3] = np.nan
+    inf = synthetic_state(300_001)
+    inf.qd[0] = np.inf
+    short = synthetic_state(300_001, n=6)
+    fields = lambda **kw: msgpack.packb({"v": 1, "seq": 300_001, "t": 0.0,  # noqa: E731
+                                         "q": [0.0] * N, "qd": [0.0] * N, "tau": [0.0] * N, **kw})
+    storm = {
+        "malformed": [b"", b"\xc1", b"\x92\x01", b"\xdd\xff\xff\xff\xff"],
+        "not_a_map": [msgpack.packb([1, 2, 3]), msgpack.packb("state")],
+        "version": [fields(v=2), fields(v="1")],
+        "missing_field": [msgpack.packb({"v": 1, "seq": 1, "t": 0.0, "q": [0.0] * N})],
+        "bad_type": [fields(seq="7"), fields(t=None), fields(q="abc"), fields(qd=[0.0] * 6 + ["x"])],
+        "bad_length": [encode_state(short), fields(tau=[0.0] * (N + 1)), fields(q=b"\x00" * 13)],
+        "non_finite": [encode_state(nan), encode_state(inf), fields(t=float("inf"))],
+        "bad_value": [fields(seq=-1), fields(ctx=""), fields(ctx="x" * 65)],
+        "oversized": [fields(pad=b"\x00" * 5000)],
+    }
+    sent_bad = 0
+    for frames in storm.values():
+        for f in frames:
+            pub.send(f)
+            sent_bad += 1
+    pub.send_multipart([encode_state(good), b"extra"])  # "malformed": one frame per packet
+    pub.send(encode_state(good))                        # accepted
+    pub.send(encode_state(good))                        # duplicate_seq
+    pub.send(encode_state(synthetic_state(299_999)))    # out_of_order
+    valid = list(synthetic_stream(200, start_seq=300_001))
+    for s in valid:
+        pub.send(encode_state(s))
+    answered = []
+    while sub.poll(10_000):
+        answered.append(msgpack.unpackb(sub.recv())["seq"])
+        if len(answered) == 1 + len(valid):
+            break
+    pub.close(linger=0)
+    sub.close(linger=0)
+    ctx.term()
+    assert answered == [good.seq] + [s.seq for s in valid]
+    st = wait_learned(daemon, before["learning"]["samples"] + 200)
+    rejected = {k: v - before["packets"]["rejected"].get(k, 0)
+                for k, v in st["packets"]["rejected"].items()}
+    expected = {k: len(v) for k, v in storm.items()}
+    expected["malformed"] += 1
+    expected.update(duplicate_seq=1, out_of_order=1)
+    assert {k: v for k, v in rejected.items() if v} == expected
+    assert st["packets"]["received"] - before["packets"]["received"] == sent_bad + 4 + len(valid)
+    assert st["learning"]["samples"] >= before["learning"]["samples"] + 200
+    assert st["learning"]["rollbacks"] == before["learning"]["rollbacks"]
+
+
+def test_publisher_that_vanishes_and_returns_is_a_new_stream(daemon):
+    ep = (daemon.endpoints["state"],)
+    with RobotClient(ep, daemon.endpoints["prediction"]) as c:
+        first = send_all(c, list(synthetic_stream(50, start_seq=0)))
+    before = daemon.status()["packets"]
+    with RobotClient(ep, daemon.endpoints["prediction"]) as c:  # restarts from seq 0
+        again = send_all(c, list(synthetic_stream(50, start_seq=0)))
+    after = daemon.status()["packets"]
+    assert len(first) == len(again) == 50
+    assert after["stream_restarts"] == before["stream_restarts"] + 1
+    assert after["lost"] == before["lost"]
+
+
+@pytest.mark.parametrize("frame, reason", [
+    (b"\xc1", "malformed"),
+    (msgpack.packb({"v": 1, "cmd": "launch"}), "bad_value"),
+    (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": "fast"}}), "bad_type"),
+    (msgpack.packb({"v": 1, "cmd": "context"}), "missing_field"),
+    (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "../../etc/passwd"}}), "bad_path"),
+    (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "/etc/passwd"}}), "bad_path"),
+    (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "missing.rtsnap"}}), "bad_snapshot"),
+])
+def test_bad_control_requests_get_error_replies(daemon, frame, reason):
+    reply = msgpack.unpackb(daemon.ctl.request_raw(frame))
+    assert reply["ok"] is False and reply["error"]["reason"] == reason
+    assert daemon.status()["robot"] == "kuka_iiwa"
+
+
+def test_corrupt_snapshot_is_refused_and_model_untouched(daemon):
+    (daemon.snapshot_dir / "junk.rtsnap").write_bytes(b"PK\x03\x04 not really a zip")
+    before = daemon.status()["learner"]["steps"]
+    with pytest.raises(ControlError) as e:
+        daemon.request("load", path="junk.rtsnap")
+    assert e.value.reason == "bad_snapshot"
+    assert daemon.status()["learner"]["steps"] == before
+
+
+def test_divergence_rolls_back_and_predictions_stay_finite(tmp_path):
+    with DaemonProcess(tmp_path, {"learner": {"hidden": [32, 32], "optimizer": "gd"},
+                                  "guard": {"good_every": 20}}) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            send_all(c, list(synthetic_stream(1000)))
+            d.request("options", lr=1e6)
+            preds = send_all(c, list(synthetic_stream(3000, start_seq=1000)))
+        st = wait_learned(d, 4000)
+    assert len(preds) == 3000
+    assert all(np.isfinite(p.tau).all() for p in preds)
+    assert st["learning"]["rollbacks"] >= 1
