@@ -36,15 +36,15 @@ class ControlServer(threading.Thread):
             self.sock.curve_secretkey = sec["curve_secret_key"].encode()
             self.sock.curve_publickey = sec["curve_public_key"].encode()
         self.sock.bind(daemon.cfg["endpoints"]["control"])
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 if not self.sock.poll(100):
                     continue
                 frames = self.sock.recv_multipart()
