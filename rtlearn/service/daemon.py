@@ -231,7 +231,7 @@ class Daemon:
         x[2 * n:] = self._qdd.update(state.t, state.qd) if state.qdd is None else state.qdd
         w.Y[self._slot, i] = state.tau
         pred = w.serving.predict(x)
-        valid = math.isfinite(pred.dot(self._zeros))  # NaN/inf anywhere makes it NaN
+        valid = bool(np.isfinite(pred).all())
         if not valid:
             pred = self._zeros
             self.stats.invalid_predictions += 1
