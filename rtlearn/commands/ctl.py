@@ -1,0 +1,64 @@
+"""`rtlearn ctl`: talk to a running daemon's control socket; replies are printed as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "talk to a running daemon's control socket"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rtlearn.protocol.schema import DEFAULT_CONTROL_ENDPOINT
+
+    parser.add_argument("--endpoint", default=DEFAULT_CONTROL_ENDPOINT,
+                        help=f"daemon control endpoint (default {DEFAULT_CONTROL_ENDPOINT})")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    parser.add_argument("--server-key", help="daemon's CURVE public key (remote control)")
+    parser.add_argument("--client-key", nargs=2, metavar=("PUBLIC", "SECRET"),
+                        help="this client's CURVE key pair (when the daemon lists allowed clients)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("status", help="statistics as JSON")
+    p = sub.add_parser("context", help="switch payload context at the next packet")
+    p.add_argument("name")
+    p = sub.add_parser("save", help="snapshot now (path relative to the snapshot directory)")
+    p.add_argument("path", nargs="?")
+    p = sub.add_parser("load", help="load a snapshot (relative to the snapshot directory)")
+    p.add_argument("path")
+    sub.add_parser("reset", help="forget everything learned (networks, memories, contexts)")
+    p = sub.add_parser("options", help="learning options")
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--memory", choices=["on", "off"], help="learn the learning-rate memories")
+    sub.add_parser("shutdown", help="stop the daemon (it snapshots first)")
+    sub.add_parser("keygen", help="print a new CURVE key pair for [security] (no daemon needed)")
+
+
+def run(args) -> int:
+    import zmq
+
+    from rtlearn.protocol.schema import ControlError
+    from rtlearn.service.control import ControlClient
+
+    if args.action == "keygen":
+        public, secret = zmq.curve_keypair()
+        print(f'curve_public_key = "{public.decode()}"\ncurve_secret_key = "{secret.decode()}"')
+        return 0
+    request = {k: v for k, v in vars(args).items()
+               if k in ("name", "path", "lr", "memory") and v is not None}
+    if "memory" in request:
+        request["memory"] = request["memory"] == "on"
+    client = ControlClient(args.endpoint, args.timeout, args.server_key,
+                           tuple(args.client_key) if args.client_key else None)
+    try:
+        result = client.request(args.action, **request)
+    except ControlError as e:
+        print(f"rtlearn ctl: {args.action} refused ({e.reason}): {e.message}", file=sys.stderr)
+        return 1
+    except TimeoutError as e:
+        print(f"rtlearn ctl: {e}; is the daemon running?", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    print(json.dumps(result, indent=2))
+    return 0
