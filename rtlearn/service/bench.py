@@ -1,0 +1,248 @@
+"""`rtlearn bench serve`: the daemon's latency and throughput over its real sockets, against a
+bare pyzmq echo over the same transport measured in the same run (loopback on these VMs is
+itself slow and jittery, so only the comparison means something).
+
+Three runs, each in its own server subprocess, driven by the same client loop:
+  1. echo:   a process with the daemon's socket layout that sends every state frame back;
+  2. daemon: `rtlearn serve` at `rate` Hz for `seconds`, learning on;
+  3. replay: the same daemon fed as fast as it takes packets (`replay_samples` of them);
+     samples/s counts samples *learned*, from the first send to the last learning step.
+
+Run as a module (`python -m rtlearn.service.bench echo STATE PRED`) it is the echo server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import zmq
+
+from rtlearn.protocol.schema import encode_hello, encode_state
+from rtlearn.service.launch import DaemonProcess, endpoints
+from rtlearn.service.synthetic import synthetic_state
+
+HWM = 1_000_000
+
+
+def echo_server(state_ep: str, pred_ep: str) -> None:
+    """The bare-pyzmq reference: same sockets and hello as the daemon, no work."""
+    ctx = zmq.Context()
+    sub, pub = ctx.socket(zmq.SUB), ctx.socket(zmq.XPUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+    for s in (sub, pub):
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, HWM)
+        s.setsockopt(zmq.RCVHWM, HWM)
+    sub.bind(state_ep)
+    pub.bind(pred_ep)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    poller.register(pub, zmq.POLLIN)
+    while True:
+        for s, _ in poller.poll(100):
+            if s is pub:
+                if pub.recv()[:1] == b"\x01":
+                    pub.send(encode_hello(7, "echo"))
+            else:
+                pub.send(sub.recv())
+
+
+class Driver:
+    """The robot side: an XPUB (handshaken like RobotClient) and a SUB, timestamping by seq."""
+
+    def __init__(self, state_ep: str, pred_ep: str, n: int):
+        self.ctx = zmq.Context()
+        self.pub, self.sub = self.ctx.socket(zmq.XPUB), self.ctx.socket(zmq.SUB)
+        for s in (self.pub, self.sub):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, HWM)
+            s.setsockopt(zmq.RCVHWM, HWM)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.pub.connect(state_ep)
+        self.sub.connect(pred_ep)
+        if not self.pub.poll(30_000) or not self.sub.poll(30_000):
+            raise RuntimeError("benchmark server did not answer the handshake")
+        self.pub.recv()
+        self.sub.recv()  # hello
+        self.sent = np.full(n, np.nan)
+        self.back = np.full(n, np.nan)
+        self.replies = 0
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frame = self.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            now = time.perf_counter()
+            msg = msgpack.unpackb(frame)
+            if msg.get("kind") == "hello":
+                continue
+            seq = msg["seq"]
+            if 0 <= seq < self.back.shape[0] and np.isnan(self.back[seq]):
+                self.back[seq] = now
+                self.replies += 1
+
+    def paced(self, frames: list[bytes], rate: float, progress=None) -> None:
+        """Send frames[k] at start + k / rate (absolute schedule); wait on the reply socket
+        between sends so replies are stamped when they arrive."""
+        start = time.perf_counter()
+        k = 0
+        while k < len(frames):
+            now = time.perf_counter()
+            due = start + k / rate
+            if now >= due:
+                self.pub.send(frames[k])
+                self.sent[k] = time.perf_counter()
+                k += 1
+                if progress is not None and k % 1000 == 0:
+                    progress(k)
+                continue
+            if self.sub.poll(max(0, int((due - now) * 1000))):
+                self._drain()
+        self.wait(len(frames), 5.0)
+
+    def flood(self, frames: list[bytes], window: int) -> None:
+        """Send as fast as replies come back, at most `window` unanswered."""
+        k = 0
+        while k < len(frames):
+            while k < len(frames) and k - self.replies < window:
+                self.pub.send(frames[k])
+                self.sent[k] = time.perf_counter()
+                k += 1
+            if not self.sub.poll(30_000):
+                raise RuntimeError(f"no reply for 30 s after {self.replies} of {len(frames)}")
+            self._drain()
+        self.wait(len(frames), 30.0)
+
+    def wait(self, n: int, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while self.replies < n and time.perf_counter() < deadline:
+            if self.sub.poll(100):
+                self._drain()
+
+    def close(self) -> None:
+        self.pub.close(linger=0)
+        self.sub.close(linger=0)
+        self.ctx.term()
+
+
+def _frames(n: int, stream: int) -> list[bytes]:
+    """n synthetic state packets; a new `stream` id per run makes seq 0 welcome again."""
+    return [encode_state(synthetic_state(k), stream=stream) for k in range(n)]
+
+
+def _rtt(d: Driver) -> dict:
+    ok = ~np.isnan(d.back)
+    rtt = (d.back[ok] - d.sent[ok]) * 1e3
+    return {"packets": int(d.sent.shape[0]), "replies": int(ok.sum()),
+            "missing": int((~ok).sum()), "p50": float(np.percentile(rtt, 50)),
+            "p99": float(np.percentile(rtt, 99)), "max": float(rtt.max())}
+
+
+def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
+                    replay_samples: int = 20_000, learner: dict | None = None,
+                    workdir: str | None = None, out=sys.stderr) -> dict:
+    """Measure the echo, the paced daemon and the flooded daemon; returns a JSON-able dict."""
+    n = int(seconds * rate)
+    say = (lambda text: print(text, file=out, flush=True)) if out else (lambda text: None)
+    tmp = tempfile.TemporaryDirectory(prefix="rtlearn-bench-") if workdir is None else None
+    work = Path(workdir or tmp.name)
+    result = {"seconds": seconds, "rate_hz": rate, "transport": transport,
+              "replay_samples": replay_samples}
+    try:
+        frames = _frames(n, stream=1)
+        eps = endpoints(transport, work / "echo")
+        (work / "echo").mkdir(parents=True, exist_ok=True)
+        say(f"echo: bare pyzmq {transport} echo at {rate:g} Hz for {seconds:g} s ...")
+        echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
+                                 eps["state"], eps["prediction"]])
+        try:
+            d = Driver(eps["state"], eps["prediction"], n)
+            d.paced(frames, rate)
+            result["echo_rtt_ms"] = _rtt(d)
+            d.close()
+        finally:
+            echo.kill()
+            echo.wait()
+
+        config = {"snapshots": {"interval": 0.0}}
+        if learner:
+            config["learner"] = learner
+        say(f"daemon: rtlearn serve at {rate:g} Hz for {seconds:g} s, learning on ...")
+        with DaemonProcess(work / "daemon", config, transport=transport) as daemon:
+            d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], n)
+            d.paced(frames, rate)
+            result["daemon_rtt_ms"] = _rtt(d)
+            d.close()
+            st = _settled(daemon, n)
+            result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
+                                "rejected": st["packets"]["rejected_total"],
+                                "deadline_misses": st["learning"]["deadline_misses"],
+                                "backpressure_waits": st["learning"]["backpressure_waits"],
+                                "step_ms": st["learning"]["step_ms"],
+                                "samples_learned": st["learning"]["samples"],
+                                "learner": st["learner"]}
+
+            say(f"replay: {replay_samples} samples as fast as the daemon takes them ...")
+            before = st["learning"]["samples"]
+            flood = _frames(replay_samples, stream=2)
+            d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], replay_samples)
+            t0 = time.perf_counter()
+            d.flood(flood, window=2000)
+            st = _settled(daemon, before + replay_samples - replay_samples % 10)
+            elapsed = time.perf_counter() - t0
+            learned = st["learning"]["samples"] - before
+            result["replay"] = {"samples_learned": learned, "seconds": elapsed,
+                                "samples_per_s": learned / elapsed,
+                                "predictions": d.replies, "lost": st["packets"]["lost"]}
+            d.close()
+        ratio = result["daemon_rtt_ms"]["p99"] / result["echo_rtt_ms"]["p99"]
+        result["rtt_p99_ratio_daemon_over_echo"] = ratio
+        say(summary(result))
+        return result
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _settled(daemon: DaemonProcess, samples: int, timeout: float = 120.0) -> dict:
+    """Status once `samples` are learned and the queue is empty (bounded by timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = daemon.status()
+        done = st["learning"]["samples"] >= samples and st["learner"]["queued_batches"] == 0
+        if done or time.monotonic() > deadline:
+            return st
+        time.sleep(0.02)
+
+
+def summary(r: dict) -> str:
+    e, d, i = r["echo_rtt_ms"], r["daemon_rtt_ms"], r["daemon"]["inside_ms"]
+    rows = [
+        f"round trip, bare pyzmq echo : p50 {e['p50']:.3f}  p99 {e['p99']:.3f}  max {e['max']:.3f} ms",
+        f"round trip, rtlearn daemon  : p50 {d['p50']:.3f}  p99 {d['p99']:.3f}  max {d['max']:.3f} ms"
+        f"  (p99 ratio {r['rtt_p99_ratio_daemon_over_echo']:.2f}x)",
+        f"inside the daemon           : p50 {i['p50']:.3f}  p99 {i['p99']:.3f}  max {i['max']:.3f} ms",
+        f"learning step               : p50 {r['daemon']['step_ms']['p50']:.3f}  "
+        f"p99 {r['daemon']['step_ms']['p99']:.3f} ms; deadline misses "
+        f"{r['daemon']['deadline_misses']}; lost {r['daemon']['lost']}, missing replies "
+        f"{d['missing']}",
+        f"replay at maximum speed     : {r['replay']['samples_per_s']:.0f} samples/s learned "
+        f"({r['replay']['samples_learned']} in {r['replay']['seconds']:.2f} s)",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "echo":
+        echo_server(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit("usage: python -m rtlearn.service.bench echo STATE_ENDPOINT PREDICTION_ENDPOINT")
