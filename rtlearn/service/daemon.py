@@ -30,7 +30,7 @@ from rtlearn.protocol.schema import (MAX_STATE_FRAME, ProtocolError, encode_hell
                                      encode_prediction, read_state)
 from rtlearn.service import snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
-from rtlearn.service.contexts import ContextBank, ContextLimitError
+from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import LearningWorker
 from rtlearn.service.stats import RateLimitedLog, Stats
 from rtlearn.sources.filters import CausalDerivative
@@ -95,6 +95,7 @@ class Daemon:
         self.context = bank.current           # as seen by the socket thread
         self.pending_context: str | None = None
         self._refused: set[str] = set()
+        self._known = set(bank.names)  # contexts the bank holds once queued switches are done
         self.stopping = False
         self.writer = SnapshotWriter(self.stats, self.say)
         self._last_seq: int | None = None
@@ -266,17 +267,20 @@ class Daemon:
             self._slot = w.free.get()
 
     def _switch(self, name: str) -> None:
-        """Samples already buffered belong to the old context: learn them there first."""
+        """Takes effect for this packet without waiting: the learning thread parks the old
+        model and restores / creates the new one in order; samples already buffered belong
+        to the old context, so they are learned there first."""
+        if name not in self._known and len(self._known) >= self.cfg["contexts"]["max_contexts"]:
+            self._refused.add(name)  # do not retry on every packet
+            self.say("context", f"context bank full ({len(self._known)}); not creating {name!r}",
+                     logging.ERROR)
+            return
         if self._fill:
             self._submit()
-        try:
-            self.worker.call(lambda: self.worker.switch_context(name)).wait()
-        except ContextLimitError as e:
-            self._refused.add(name)  # do not retry (and flush a batch) on every packet
-            self.say("context", str(e), logging.ERROR)
-            return
-        self.context = name
-        self._qdd.reset()
+        w = self.worker
+        w.call(lambda: w.switch_context(name))
+        self._known.add(name)
+        self.context = w.serving.wanted = name
 
     # -- snapshots and shutdown -------------------------------------------------------------
     def snapshot(self, path: Path, done=None) -> None:
@@ -353,11 +357,13 @@ class Daemon:
             w.call(lambda: w.replace_learner(learner, bank)).wait(60)
             self.pending_context = None
             self.context = bank.current
+            self._known, self._refused = set(bank.names), set()
             return {"loaded": str(path), "context": bank.current, "contexts": bank.names}
         if cmd == "reset":
             learner = make_learner(self.cfg, self.n)
             bank = ContextBank(self.context, self.cfg["contexts"]["max_contexts"])
             w.call(lambda: w.replace_learner(learner, bank)).wait(60)
+            self._known, self._refused = set(bank.names), set()
             return {"reset": True, "context": self.context}
         if cmd == "options":
             def apply():

@@ -28,35 +28,48 @@ log = logging.getLogger("rtlearn.service")
 
 
 class ServingModel:
-    """Three buffers of (weights, normalisers): the socket thread reads the current one, the
-    learning thread writes one that is neither current nor being read, then makes it current.
-    (Two are not enough: a read that started just before a flip may still be running when the
-    next write begins.)"""
+    """What the socket thread predicts from, without ever waiting for the learning thread.
 
-    def __init__(self, learner: OnlineLearner):
+    Three buffers of (weights, normalisers, context name): the socket thread reads the current
+    one, the learning thread writes one that is neither current nor being read, then makes it
+    current. (Two are not enough: a read that started just before a flip may still be running
+    when the next write begins.) When a context is parked, its last buffer is frozen; a switch
+    back to it serves that frozen copy at once, until the learning thread has restored the
+    model and published it.
+    """
+
+    def __init__(self, learner: OnlineLearner, context: str):
         self._net = learner.net  # only its layer sizes and single-row scratch are used
         self._bufs = [self._buffer(learner) for _ in range(3)]
         self.current = self._bufs[0]
         self.reading = None
+        self.frozen: dict[str, SimpleNamespace] = {}
+        self.wanted = context  # set by the socket thread at a switch
         self._x1 = np.zeros((1, learner.config.n_inputs))
         self._y1 = np.zeros((1, learner.config.n_joints))
-        self.publish(learner)
+        self.publish(learner, context)
 
     @staticmethod
-    def _buffer(learner):
+    def _buffer(learner, context: str = ""):
         n = learner.norm
-        return SimpleNamespace(theta=np.zeros_like(learner.net.theta), x_mean=n.x_mean.copy(),
+        return SimpleNamespace(theta=learner.net.theta.copy(), x_mean=n.x_mean.copy(),
                                x_scale=n.x_scale.copy(), y_mean=n.y_mean.copy(),
-                               y_scale=n.y_scale.copy())
+                               y_scale=n.y_scale.copy(), context=context)
 
-    def publish(self, learner: OnlineLearner) -> None:
+    def publish(self, learner: OnlineLearner, context: str) -> None:
         """Learning thread: copy the learner's active model in and make it current."""
         target = next(b for b in self._bufs if b is not self.current and b is not self.reading)
         learner.copy_params(target.theta)
         n = learner.norm
         for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
             np.copyto(getattr(target, name), getattr(n, name))
+        target.context = context
         self.current = target
+
+    def freeze(self, learner: OnlineLearner, context: str) -> None:
+        """Learning thread, before parking `context`: keep its model servable. A new buffer
+        each time, so a reader of the previous one is never disturbed."""
+        self.frozen[context] = self._buffer(learner, context)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Socket thread: the prediction for one feature row (a view of a reused buffer)."""
@@ -65,6 +78,10 @@ class ServingModel:
             self.reading = buf
             if self.current is buf:
                 break
+        if buf.context != self.wanted:
+            # switch not carried out yet: a known context's frozen model, else (a new
+            # context starts from the current model) the current one
+            buf = self.frozen.get(self.wanted, buf)
         self._x1[0] = x
         self._net.predict_into(self._x1, buf, self._y1, buf.theta)
         self.reading = None
@@ -104,7 +121,7 @@ class LearningWorker(threading.Thread):
         self.batches_submitted = 0   # written by the socket thread only
         self.batches_done = 0        # written by this thread only
         self.rollback_requested = False
-        self.serving = ServingModel(learner)
+        self.serving = ServingModel(learner, bank.current)
         self._good = None
         self._save_good()
 
@@ -162,7 +179,7 @@ class LearningWorker(threading.Thread):
             self.stats.add_prequential(sq, n, loss)
             if self.learner.n_steps % int(self.guard["good_every"]) == 0:
                 self._save_good()
-        self.serving.publish(self.learner)
+        self.serving.publish(self.learner, self.bank.current)
         self.stats.steps += 1
         self.stats.samples_learned += n
         self.stats.step_time.add(time.perf_counter() - t0)
@@ -179,10 +196,13 @@ class LearningWorker(threading.Thread):
         self.learner.set_memory_state(mem, transfer=False)
         self.stats.rollbacks += 1
         self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
-        self.serving.publish(self.learner)
+        self.serving.publish(self.learner, self.bank.current)
 
     # -- jobs (run in this thread through call()) -------------------------------------------
     def switch_context(self, name: str) -> str:
+        old = self.bank.current
+        if name != old:
+            self.serving.freeze(self.learner, old)
         outcome = self.bank.switch(self.learner, name)
         if outcome != "same":
             self.stats.context_switches += 1
@@ -191,7 +211,7 @@ class LearningWorker(threading.Thread):
             else:
                 self.stats.contexts_restored += 1
             self._save_good()
-            self.serving.publish(self.learner)
+            self.serving.publish(self.learner, self.bank.current)
         return outcome
 
     def replace_learner(self, learner: OnlineLearner, bank: ContextBank) -> None:
@@ -199,4 +219,6 @@ class LearningWorker(threading.Thread):
         self.learner, self.bank = learner, bank
         self.stats.reset_losses()
         self._save_good()
-        self.serving.publish(learner)
+        self.serving.frozen.clear()
+        self.serving.wanted = bank.current
+        self.serving.publish(learner, bank.current)

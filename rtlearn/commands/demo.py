@@ -1,0 +1,28 @@
+"""`rtlearn demo`: daemon + simulated KUKA lift with live payload swaps on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "daemon + simulated KUKA lift with live payload swaps on loopback"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the run (~3.5 s per lift)")
+    parser.add_argument("--transport", choices=["tcp", "ipc"], default="tcp")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress line")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
+                        help="hidden layer widths (default: the learner's)")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+
+
+def run(args) -> int:
+    from rtlearn.service.demo import run_demo
+
+    learner = {"hidden": args.hidden} if args.hidden else None
+    result = run_demo(args.seconds, args.transport, not args.no_progress, learner)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

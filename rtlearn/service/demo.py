@@ -1,0 +1,167 @@
+"""`rtlearn demo`: the daemon and a simulated KUKA lifting none / light / heavy payloads in turn,
+on loopback, with a live progress line and a summary.
+
+The prediction error per phase is computed here, on the robot side, from the predictions
+received and the torques actually applied: an independent view of what the daemon learned.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from rtlearn.protocol.client import RobotClient
+from rtlearn.service.launch import DaemonProcess
+
+PAYLOADS = ("none", "light", "heavy")
+CYCLE_S = 3.5  # one lift, about
+
+
+class StatusPoller(threading.Thread):
+    """Keeps the latest daemon status for the progress line, off the 1 kHz loop."""
+
+    def __init__(self, daemon: DaemonProcess, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.daemon_proc, self.period = daemon, period
+        self.latest: dict | None = None
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        from rtlearn.service.control import ControlClient
+
+        with ControlClient(self.daemon_proc.endpoints["control"], timeout=2.0) as ctl:
+            while not self.halt.wait(self.period):
+                try:
+                    self.latest = ctl.request("status")
+                except Exception:  # a slow reply only delays the display
+                    pass
+
+
+def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = True,
+             learner: dict | None = None, out=sys.stdout) -> dict:
+    from rtlearn.sources.sim import SimSource
+
+    cycles = max(1, int(round(seconds / CYCLE_S)))
+    source = SimSource("kuka_iiwa", task="lift", payload=list(PAYLOADS), cycles=cycles,
+                       realtime=True)
+    total = len(source)
+    config = {"snapshots": {"interval": 0.0}}
+    if learner:
+        config["learner"] = learner
+    tau = np.zeros((total, source.robot.n_joints))
+    pred = np.full_like(tau, np.nan)
+    ctx: list[str] = [""] * total
+    rtt = np.full(total, np.nan)
+    sent_at = np.zeros(total)
+    print(f"rtlearn demo: KUKA iiwa lift, payloads {' -> '.join(PAYLOADS)} x {cycles // 3 or 1}"
+          f"{'' if cycles % 3 == 0 else ' (partial)'}, {total / 1000:.1f} s at 1 kHz, "
+          f"daemon on {transport} loopback", file=out)
+    with tempfile.TemporaryDirectory(prefix="rtlearn-demo-") as work:
+        with DaemonProcess(work, config, transport=transport) as daemon:
+            poller = StatusPoller(daemon)
+            poller.start()
+            client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"])
+
+            def take(p) -> None:
+                if 0 <= p.seq < total:
+                    pred[p.seq] = p.tau
+                    rtt[p.seq] = time.perf_counter() - sent_at[p.seq]
+
+            last_line = 0.0
+            try:
+                for s in source:
+                    sent_at[s.seq] = time.perf_counter()
+                    client.publish(s)
+                    tau[s.seq], ctx[s.seq] = s.tau, s.context
+                    while (p := client.poll_prediction()) is not None:
+                        take(p)
+                    if progress and time.monotonic() - last_line > 0.25:
+                        last_line = time.monotonic()
+                        print("\r" + _progress(s, pred, tau, poller.latest), end="", file=out,
+                              flush=True)
+                while np.isnan(pred[:, 0]).any() and (p := client.recv_prediction(5.0)):
+                    take(p)
+            finally:
+                client.close()
+                source.close()
+            st = _final_status(daemon, total)
+            poller.halt.set()
+            daemon.stop()
+    if progress:
+        print(file=out)
+    result = _summarise(tau, pred, ctx, rtt, st)
+    print(report(result), file=out)
+    return result
+
+
+def _progress(s, pred, tau, status) -> str:
+    lo = max(0, s.seq - 500)
+    ok = ~np.isnan(pred[lo:s.seq + 1, 0])
+    err = pred[lo:s.seq + 1][ok] - tau[lo:s.seq + 1][ok]
+    rmse = float(np.sqrt((err ** 2).mean())) if ok.any() else float("nan")
+    line = f"t {s.t:5.1f} s  payload {s.context:<5}  RMSE(last 0.5 s) {rmse:6.2f} N*m"
+    if status:
+        lat = status["latency_ms"]
+        line += (f"  | daemon p99 {lat['p99'] or 0:.2f} ms  steps {status['learning']['steps']}"
+                 f"  switches {status['contexts']['switches']}  lost {status['packets']['lost']}")
+    return line
+
+
+def _final_status(daemon: DaemonProcess, total: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = daemon.status()
+        if (st["learner"]["queued_batches"] == 0 and st["learning"]["samples"] >= total - 9) \
+                or time.monotonic() > deadline:
+            return st
+
+
+def _summarise(tau, pred, ctx, rtt, st) -> dict:
+    phases = []
+    start = 0
+    for k in range(1, len(ctx) + 1):
+        if k == len(ctx) or ctx[k] != ctx[start]:
+            ok = ~np.isnan(pred[start:k, 0])
+            err = pred[start:k][ok] - tau[start:k][ok]
+            phases.append({"payload": ctx[start], "start_s": start / 1000, "samples": k - start,
+                           "rmse_nm": float(np.sqrt((err ** 2).mean())) if ok.any() else None,
+                           "rmse_per_joint_nm": np.sqrt((err ** 2).mean(axis=0)).tolist()})
+            start = k
+    ok = ~np.isnan(rtt)
+    r = rtt[ok] * 1e3
+    return {"phases": phases, "packets": len(ctx), "predictions": int(ok.sum()),
+            "round_trip_ms": {"p50": float(np.percentile(r, 50)), "p99": float(np.percentile(r, 99)),
+                              "max": float(r.max())},
+            "daemon": {"latency_ms": st["latency_ms"], "packets": st["packets"],
+                       "contexts": st["contexts"], "learning": st["learning"]}}
+
+
+def report(r: dict) -> str:
+    lines = ["", "prediction error per phase (robot side: predicted vs applied torque)",
+             f"  {'phase':>5}  {'payload':<7} {'from':>6}  {'samples':>7}  {'RMSE N*m':>9}"]
+    for i, p in enumerate(r["phases"], 1):
+        lines.append(f"  {i:>5}  {p['payload']:<7} {p['start_s']:5.1f}s  {p['samples']:>7}  "
+                     f"{p['rmse_nm']:9.3f}")
+    firsts, repeats = {}, []
+    for p in r["phases"]:
+        if p["payload"] in firsts:
+            repeats.append(f"{p['payload']} {firsts[p['payload']]:.2f} -> {p['rmse_nm']:.2f}")
+        else:
+            firsts[p["payload"]] = p["rmse_nm"]
+    if repeats:
+        lines.append("  same payload again (reload warm start): " + ", ".join(repeats))
+    d = r["daemon"]
+    lat, rt, pk, cx, ln = d["latency_ms"], r["round_trip_ms"], d["packets"], d["contexts"], d["learning"]
+    lines += [
+        f"latency inside the daemon: p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  max {lat['max']:.3f} ms",
+        f"round trip (robot side):   p50 {rt['p50']:.3f}  p99 {rt['p99']:.3f}  max {rt['max']:.3f} ms",
+        f"context switches: {cx['switches']} ({cx['created']} new, {cx['restored']} restored)",
+        f"packets: {r['packets']} sent, {r['predictions']} predictions back, {pk['lost']} lost, "
+        f"{pk['rejected_total']} rejected; learning steps {ln['steps']} "
+        f"(step p50 {ln['step_ms']['p50']:.2f} ms, deadline misses {ln['deadline_misses']})",
+    ]
+    return "\n".join(lines)
