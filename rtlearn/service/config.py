@@ -3,6 +3,7 @@ renders the same table). Unknown keys are errors, so a typo never silently keeps
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,16 @@ from urllib.parse import urlparse
 
 from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
                                      DEFAULT_STATE_ENDPOINT)
+
+
+def _learner_default(key: str):
+    from dataclasses import asdict
+
+    from rtlearn.learner import LearnerConfig
+
+    value = getattr(LearnerConfig(), key)
+    return list(value) if isinstance(value, tuple) else asdict(value) if key == "memory" else value
+
 
 # section -> key -> (default, help). The single source of truth for defaults and docs.
 SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
@@ -19,19 +30,19 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "control": (DEFAULT_CONTROL_ENDPOINT, "REP socket for `rtlearn ctl`; must be loopback "
                     "(127.0.0.1, localhost, ::1, ipc://) unless [security] holds CURVE keys"),
     },
-    "learner": {
-        # Passed to rtlearn.learner.LearnerConfig; n_joints / n_inputs come from the robot.
-        "hidden": ([128, 64, 32], "hidden layer widths of each joint's MLP"),
-        "optimizer": ("metagd", "metagd (memory of learning rates), gd, adam, sgd-hd, ... "
-                      "(rtlearn.learner.OPTIMIZERS)"),
-        "lr": (1e-3, "base learning rate"),
-        "batch_size": (10, "samples per learning step; each sample is learned from once"),
-        "normalize": ("both", "none | input | both: running standardisation"),
-        "grad_clip": (10.0, "gradient norm clip"),
-        "seed": (0, "weight initialisation seed"),
-        "memory": ({}, "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, ...); "
-                   "empty: the learner's defaults"),
-    },
+    # Passed to rtlearn.learner.LearnerConfig (defaults are its own); n_joints and n_inputs
+    # come from the robot.
+    "learner": {key: (_learner_default(key), text) for key, text in {
+        "hidden": "hidden layer widths of each joint's MLP",
+        "optimizer": "metagd (memory of learning rates), gd, adam, sgd-hd, ... "
+                     "(rtlearn.learner.OPTIMIZERS)",
+        "lr": "base learning rate",
+        "batch_size": "samples per learning step; each sample is learned from once",
+        "normalize": "none, input or both: running standardisation of inputs / targets",
+        "grad_clip": "gradient clip",
+        "seed": "weight initialisation seed",
+        "memory": "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, ...)",
+    }.items()},
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
         "max_contexts": (32, "size limit of the bank of models; a switch to a new context "
@@ -162,14 +173,25 @@ def learner_config(cfg: ServiceConfig, n_joints: int):
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, **lc)
 
 
+def toml_value(v) -> str:
+    """A value as TOML (strings, numbers, booleans, lists, inline tables)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON string escapes are valid TOML basic strings
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(e) for e in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(e)}" for k, e in v.items()) + "}"
+    return repr(v)
+
+
 def render_markdown() -> str:
     """The configuration reference table of docs/service.md."""
     lines = []
     for section, keys in SCHEMA.items():
         lines += [f"### [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
         for key, (default, text) in keys.items():
-            shown = f'"{default}"' if isinstance(default, str) else str(default).lower() \
-                if isinstance(default, bool) else str(default)
-            lines.append(f"| `{key}` | `{shown}` | {text} |")
+            lines.append(f"| `{key}` | `{toml_value(default)}` | {text} |")
         lines.append("")
     return "\n".join(lines)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 from rtlearn.protocol.schema import ControlError
+from rtlearn.service.config import toml_value
 from rtlearn.service.control import ControlClient
 
 
@@ -32,21 +32,11 @@ def endpoints(transport: str, workdir: Path) -> dict:
 
 
 def to_toml(sections: dict) -> str:
-    """Enough TOML for a daemon config: tables of strings, numbers, booleans, lists, tables."""
-    def value(v) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)  # JSON string escapes are valid TOML basic strings
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(e) for e in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(e)}" for k, e in v.items()) + "}"
-        return repr(v)
+    """A daemon config as TOML text."""
     out = []
     for section, keys in sections.items():
         out.append(f"[{section}]")
-        out += [f"{k} = {value(v)}" for k, v in keys.items()]
+        out += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
         out.append("")
     return "\n".join(out)
 
@@ -56,7 +46,8 @@ class DaemonProcess:
 
     def __init__(self, workdir: str | Path, config: dict | None = None, robot: str = "kuka_iiwa",
                  transport: str = "ipc", resume: bool = False, log_file: str | None = "daemon.log",
-                 ready_timeout: float = 60.0):
+                 ready_timeout: float = 60.0, server_key: str | None = None,
+                 client_keys: tuple[str, str] | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         sections = {k: dict(v) for k, v in (config or {}).items()}
@@ -74,7 +65,7 @@ class DaemonProcess:
                                      start_new_session=True)
         if self.log_path:
             out.close()
-        self.ctl = ControlClient(self.endpoints["control"], timeout=2.0)
+        self.ctl = ControlClient(self.endpoints["control"], 2.0, server_key, client_keys)
         self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> None:
