@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -25,6 +26,8 @@ from rtlearn.service.contexts import ContextBank
 from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
+
+NICE = 10  # the learning thread's niceness (Linux: per thread)
 
 
 class ServingModel:
@@ -143,6 +146,10 @@ class LearningWorker(threading.Thread):
 
     # -- the thread -------------------------------------------------------------------------
     def run(self) -> None:
+        try:  # on a busy machine the per-packet path gets the CPU first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except (AttributeError, OSError):
+            pass
         while (job := self._jobs.get()) is not None:
             if isinstance(job, Job):
                 try:
