@@ -125,11 +125,11 @@ def _summarise(tau, pred, ctx, rtt, st) -> dict:
     start = 0
     for k in range(1, len(ctx) + 1):
         if k == len(ctx) or ctx[k] != ctx[start]:
-            ok = ~np.isnan(pred[start:k, 0])
-            err = pred[start:k][ok] - tau[start:k][ok]
+            sq = (pred[start:k] - tau[start:k]) ** 2  # NaN where no prediction came back
             phases.append({"payload": ctx[start], "start_s": start / 1000, "samples": k - start,
-                           "rmse_nm": float(np.sqrt((err ** 2).mean())) if ok.any() else None,
-                           "rmse_per_joint_nm": np.sqrt((err ** 2).mean(axis=0)).tolist()})
+                           "rmse_nm": _rmse(sq), "rmse_first_500ms_nm": _rmse(sq[:500]),
+                           "rmse_last_1s_nm": _rmse(sq[-1000:]),
+                           "rmse_per_joint_nm": np.sqrt(np.nanmean(sq, axis=0)).tolist()})
             start = k
     ok = ~np.isnan(rtt)
     r = rtt[ok] * 1e3
@@ -140,12 +140,19 @@ def _summarise(tau, pred, ctx, rtt, st) -> dict:
                        "contexts": st["contexts"], "learning": st["learning"]}}
 
 
+def _rmse(sq: np.ndarray) -> float:
+    return float(np.sqrt(np.nanmean(sq)))
+
+
 def report(r: dict) -> str:
-    lines = ["", "prediction error per phase (robot side: predicted vs applied torque)",
-             f"  {'phase':>5}  {'payload':<7} {'from':>6}  {'samples':>7}  {'RMSE N*m':>9}"]
+    lines = ["", "prediction error per phase, RMSE over joints in N*m (robot side: predicted vs "
+             "applied torque)",
+             f"  {'phase':>5}  {'payload':<7} {'from':>6}  {'samples':>7}  {'whole':>7}  "
+             f"{'first 0.5 s':>11}  {'last 1 s':>8}"]
     for i, p in enumerate(r["phases"], 1):
         lines.append(f"  {i:>5}  {p['payload']:<7} {p['start_s']:5.1f}s  {p['samples']:>7}  "
-                     f"{p['rmse_nm']:9.3f}")
+                     f"{p['rmse_nm']:7.3f}  {p['rmse_first_500ms_nm']:11.3f}  "
+                     f"{p['rmse_last_1s_nm']:8.3f}")
     firsts, repeats = {}, []
     for p in r["phases"]:
         if p["payload"] in firsts:
@@ -153,7 +160,7 @@ def report(r: dict) -> str:
         else:
             firsts[p["payload"]] = p["rmse_nm"]
     if repeats:
-        lines.append("  same payload again (reload warm start): " + ", ".join(repeats))
+        lines.append("  same payload again, whole phase, first visit -> second: " + ", ".join(repeats))
     d = r["daemon"]
     lat, rt, pk, cx, ln = d["latency_ms"], r["round_trip_ms"], d["packets"], d["contexts"], d["learning"]
     lines += [
