@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +192,12 @@ class Daemon:
                     sub.recv()
                 self._reject("malformed", "multipart message (a packet is one frame)")
                 continue
-            self._handle(frame, arrival)
+            try:
+                self._handle(frame, arrival)
+            except Exception:  # a bug must cost one packet, not the daemon
+                self.stats.rejected["internal"] += 1
+                self.say("internal", "internal error on a packet:\n" + traceback.format_exc(),
+                         logging.ERROR)
 
     def _reject(self, reason: str, message: str) -> None:
         self.stats.rejected[reason] += 1

@@ -118,6 +118,7 @@ def _final_status(daemon: DaemonProcess, total: int, timeout: float = 120.0) -> 
         if (st["learner"]["queued_batches"] == 0 and st["learning"]["samples"] >= total - 9) \
                 or time.monotonic() > deadline:
             return st
+        time.sleep(0.05)
 
 
 def _summarise(tau, pred, ctx, rtt, st) -> dict:
