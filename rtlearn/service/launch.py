@@ -16,6 +16,17 @@ from rtlearn.service.config import toml_value
 from rtlearn.service.control import ControlClient
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the daemon when the process that launched it dies (no orphans left
+    holding ports after a killed test or benchmark)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,7 +73,7 @@ class DaemonProcess:
         self.log_path = self.workdir / log_file if log_file else None
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         if self.log_path:
             out.close()
         self.ctl = ControlClient(self.endpoints["control"], 2.0, server_key, client_keys)
