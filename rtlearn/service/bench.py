@@ -150,6 +150,27 @@ def _rtt(d: Driver) -> dict:
             "p99": float(np.percentile(rtt, 99)), "max": float(rtt.max())}
 
 
+def per_packet_costs(learner: dict | None = None, repeat: int = 5000) -> dict:
+    """Mean µs of each step of the per-packet path, alone (no learning running, no sockets)."""
+    import timeit
+
+    from rtlearn.protocol.schema import encode_prediction, read_state
+    from rtlearn.service.config import learner_config, load_config
+    from rtlearn.service.learning import ServingModel
+    from rtlearn.learner import OnlineLearner
+
+    cfg = load_config(None, {"learner": learner} if learner else None)
+    model = ServingModel(OnlineLearner(learner_config(cfg, 7)), "bench")
+    frame = encode_state(synthetic_state(1), stream=1)
+    x, tau = np.zeros(21), np.ones(7)
+    model.predict(x)
+    cost = lambda f: timeit.timeit(f, number=repeat) / repeat * 1e6  # noqa: E731
+    return {"decode_validate_us": cost(lambda: read_state(frame, 7)),
+            "predict_us": cost(lambda: model.predict(x)),
+            "encode_prediction_us": cost(lambda: encode_prediction(1, 0.0, tau, "bench", True)),
+            "hidden": list(cfg["learner"]["hidden"])}
+
+
 def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
                     replay_samples: int = 20_000, learner: dict | None = None,
                     workdir: str | None = None, out=sys.stderr) -> dict:
