@@ -2,8 +2,8 @@
 
 Threads:
   * socket thread (the caller of `run`): reads state packets, predicts from the serving copy,
-    publishes the prediction, fills learning batches. Nothing in it waits for learning except a
-    context switch (rare) and back-pressure when `guard.batch_queue` batches are waiting.
+    publishes the prediction, fills learning batches. Nothing in it waits for learning except
+    back-pressure, when `guard.batch_queue` batches are waiting.
   * learning thread (`LearningWorker`): learning steps and every change of the model.
   * control thread (`ControlServer`): the REP socket; status is answered there, everything
     else is a job for the learning thread; context switches are handed to the socket thread
@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from rtlearn.learner import OnlineLearner, StateFileError
-from rtlearn.protocol.schema import (MAX_STATE_FRAME, ProtocolError, encode_hello,
-                                     encode_prediction, read_state)
+from rtlearn.learner import OnlineLearner
+from rtlearn.protocol.schema import ProtocolError, encode_hello, encode_prediction, read_state
 from rtlearn.service import snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
@@ -381,5 +380,3 @@ class Daemon:
             return w.call(apply).wait(60)
         raise ValueError(f"unhandled command {cmd!r}")
 
-
-__all__ = ["Daemon", "StateFileError"]
