@@ -32,19 +32,14 @@ def collect(client: RobotClient, expected: int, timeout: float = 30.0) -> list:
     return out
 
 
-def send_all(client: RobotClient, states, pause: float = 0.0) -> list:
-    """Publish every state (draining predictions meanwhile); return all predictions.
-    pause: seconds after every 10 states, to keep learning close behind prediction as a
-    robot's steady rate would (flooded, predictions run up to guard.batch_queue batches ahead
-    of learning and come from a stale model)."""
+def send_all(client: RobotClient, states) -> list:
+    """Publish every state (draining predictions meanwhile); return all predictions."""
     sent, got = 0, []
     for s in states:
         client.publish(s)
         sent += 1
         while (p := client.poll_prediction()) is not None:
             got.append(p)
-        if pause and sent % 10 == 0:
-            time.sleep(pause)
     return got + collect(client, sent - len(got))
 
 
@@ -88,7 +83,13 @@ def test_every_packet_answered_once_and_loss_falls(daemon):
     with RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"]) as c:
         assert c.ready
         states = list(synthetic_stream(4 * CYCLE, start_seq=10_000))
-        preds = send_all(c, states, pause=0.003)
+        base = daemon.status()["learning"]["samples"]
+        preds = []
+        for i in range(0, len(states), 100):
+            # like a robot's steady rate, whatever the load: learning stays at most 100
+            # samples behind prediction (flooded, it would fall up to 640 behind)
+            wait_learned(daemon, base + i - i % 10)
+            preds += send_all(c, states[i:i + 100])
     seqs = [p.seq for p in preds]
     assert sorted(seqs) == [s.seq for s in states]          # exactly one each, none extra
     assert all(p.valid and np.isfinite(p.tau).all() for p in preds)
