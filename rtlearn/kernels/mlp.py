@@ -4,6 +4,8 @@ Layout (docs/algorithm.md, "Network"): `theta` has shape (J, P), one row per joi
 A row holds, layer after layer, W (n_out x n_in, row-major) then b (n_out). `dims` lists the
 layer widths [n_in, h_1, ..., h_L, 1]. Hidden layers use ReLU, the output is linear.
 Activations for a batch live in `acts` (B, sum(dims)); `deltas` has the same shape.
+Inner loops run over contiguous 1-D slices: with plain 2-D offset indexing LLVM did not
+vectorise them (measured 5x slower).
 """
 
 import math
@@ -30,12 +32,14 @@ def _forward_joint(row, dims, acts, n_batch):
         o_off = a_off + n_in
         last = l == n_layers - 1
         for o in range(n_out):
-            w0 = p + o * n_in
+            w = row[p + o * n_in: p + (o + 1) * n_in]
             bias = row[b_off + o]
             for b in range(n_batch):
-                s = bias
+                x = acts[b, a_off: a_off + n_in]
+                s = 0.0
                 for i in range(n_in):
-                    s += row[w0 + i] * acts[b, a_off + i]
+                    s += w[i] * x[i]
+                s += bias
                 if not last and s < 0.0:
                     s = 0.0
                 acts[b, o_off + o] = s
@@ -64,29 +68,32 @@ def _backward_joint(row, grad, dims, acts, deltas, n_batch):
         first = l == 0
         if not first:
             for b in range(n_batch):
-                for i in range(n_in):
-                    deltas[b, i_off + i] = 0.0
+                deltas[b, i_off: i_off + n_in] = 0.0
         for o in range(n_out):
-            w0 = p + o * n_in
+            w = row[p + o * n_in: p + (o + 1) * n_in]
+            gw = grad[p + o * n_in: p + (o + 1) * n_in]
             gb = 0.0
-            for i in range(n_in):
-                grad[w0 + i] = 0.0
+            gw[:] = 0.0
             for b in range(n_batch):
                 d = deltas[b, o_off + o]
                 if d == 0.0:
                     continue
                 gb += d
+                x = acts[b, i_off: i_off + n_in]
                 for i in range(n_in):
-                    grad[w0 + i] += d * acts[b, i_off + i]
+                    gw[i] += d * x[i]
                 if not first:
+                    di = deltas[b, i_off: i_off + n_in]
                     for i in range(n_in):
-                        deltas[b, i_off + i] += d * row[w0 + i]
+                        di[i] += d * w[i]
             grad[b_off + o] = gb
         if not first:
             for b in range(n_batch):
+                x = acts[b, i_off: i_off + n_in]
+                di = deltas[b, i_off: i_off + n_in]
                 for i in range(n_in):
-                    if acts[b, i_off + i] <= 0.0:
-                        deltas[b, i_off + i] = 0.0
+                    if x[i] <= 0.0:
+                        di[i] = 0.0
         p_end = p
         a_off = i_off
 

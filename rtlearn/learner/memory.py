@@ -16,6 +16,9 @@ from ..kernels import memory as K
 from .transform import Transform
 
 
+TABLE_BINS = 256  # Q of the tabulated kernel (rtlearn.kernels.memory)
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """Settings of one memory per parameter group.
@@ -36,7 +39,7 @@ class MemoryConfig:
     eps: float = 1e-8
     rate_min: float = 1e-9
     rate_max: float = 1.0
-    truncation: float = 1e-8
+    truncation: float = 1e-7
 
     @classmethod
     def authors(cls, **overrides) -> "MemoryConfig":
@@ -53,6 +56,8 @@ class MemoryConfig:
                 raise ValueError(f"memory {name} must be > 0, got {getattr(self, name)}")
         if self.meta not in ("gd", "adam"):
             raise ValueError(f"memory meta must be 'gd' or 'adam', got {self.meta!r}")
+        if self.a * (self.radius + 1) / TABLE_BINS > 0.15:
+            raise ValueError("memory width_ratio too small for the tabulated kernel (>= 0.2)")
         if not 0 < self.rate_min <= self.lr0 <= self.rate_max:
             raise ValueError("memory needs 0 < rate_min <= lr0 <= rate_max")
 
@@ -85,9 +90,14 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
     config.validate()
     radius = config.radius
     a = config.a
-    ratios = np.exp(-a * (np.arange(1 - radius, radius + 1) + 0.5))
+    f = np.arange(TABLE_BINS + 1)[:, None] / TABLE_BINS
+    table = np.exp(-0.5 * a * (np.arange(1 - radius, radius + 1)[None, :] - f) ** 2)
+    n_pad = config.n_centres + 2 * radius - 1
     inv_spacing = 1.0 / config.spacing
     meta_kind = K.META_ADAM if config.meta == "adam" else K.META_GD
+
+    mpad = np.zeros(n_pad)
+    mpad[radius - 1: radius - 1 + config.n_centres] = 1.0
 
     def init(n_params: int, bounds: np.ndarray) -> dict:
         g = len(bounds) - 1
@@ -101,16 +111,19 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
             "learn": np.ones(1),
             # scratch, and the mean predicted rate per group for monitoring
             "psi": np.zeros(2 * radius),
-            "delta": np.zeros(kc),
+            "wpad": np.zeros(n_pad),
+            "mpad": mpad.copy(),
+            "dpad": np.zeros((4, n_pad)),
             "eta_mean": np.full(g, config.lr0),
         }
 
     def update(grad, u, key, state, bounds):
         K.memory_step(key, u, state["key_prev"], state["w"], state["w_m"], state["w_v"],
-                      state["count"], bounds, config.clip, inv_spacing, radius, a, ratios,
+                      state["count"], bounds, config.clip, inv_spacing, radius, a, table,
                       config.normalized_signal, meta_kind, config.beta, config.b1, config.b2,
                       config.eps, config.rate_min, config.rate_max, state["learn"][0] > 0,
-                      state["psi"], state["delta"], state["eta_mean"])
+                      state["psi"], state["wpad"], state["mpad"],
+                      state["dpad"], state["eta_mean"])
 
     return Transform("memory", init, update, shared=("w", "w_m", "w_v", "count"), carry=("w",),
-                     history=("key_prev",), scratch=("psi", "delta"), hyper=asdict(config))
+                     history=("key_prev",), scratch=("psi", "wpad", "mpad", "dpad"), hyper=asdict(config))

@@ -1,0 +1,1 @@
+"""Benchmarks: `rtlearn bench step` (this package) and `rtlearn bench serve` (rtlearn.service.bench)."""

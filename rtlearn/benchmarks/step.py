@@ -1,0 +1,216 @@
+"""Latency of one learning step: forward, backward, memory rate rule, update, all joints.
+
+The same step is timed three ways in one run: rtlearn's kernels, plain vectorised numpy, and
+(when importable) PyTorch eager on one CPU thread. The numpy and torch twins evaluate the
+memory on the same truncated window (2R centres per coordinate), so all three do the same work.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import time
+
+import numpy as np
+
+from ..learner import LearnerConfig, MemoryConfig, OnlineLearner
+
+REFERENCE = LearnerConfig(n_joints=7, n_inputs=21, hidden=(128, 64, 32), optimizer="metagd",
+                          lr=1e-3, batch_size=10, normalize="none",
+                          memory=MemoryConfig(n_centres=50))
+
+
+def _percentiles(ns: list[int]) -> dict:
+    ms = np.asarray(ns) / 1e6
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max()), "mean": float(ms.mean()), "n": int(len(ms))}
+
+
+def _time(step, batches, warmup: int) -> dict:
+    for X, Y in batches[:warmup]:
+        step(X, Y)
+    out = []
+    gc.disable()  # the daemon runs its hot loop with the collector off as well
+    try:
+        for X, Y in batches[warmup:]:
+            t0 = time.perf_counter_ns()
+            step(X, Y)
+            out.append(time.perf_counter_ns() - t0)
+    finally:
+        gc.enable()
+    return _percentiles(out)
+
+
+def _layers(learner):
+    """(W (J, out, in), b (J, out)) per layer, copied from the learner's initial weights."""
+    net, out, p = learner.net, [], 0
+    for l in range(len(net.dims) - 1):
+        n_in, n_out = int(net.dims[l]), int(net.dims[l + 1])
+        W = net.theta[:, p:p + n_in * n_out].reshape(-1, n_out, n_in).copy()
+        p += n_in * n_out
+        out.append((W, net.theta[:, p:p + n_out].copy()))
+        p += n_out
+    return out
+
+
+class _Window:
+    """Truncated-window indices and factors of the memory, shared by the numpy/torch twins."""
+
+    def __init__(self, cfg: MemoryConfig, n_groups: int):
+        self.cfg, self.R, self.a = cfg, cfg.radius, cfg.a
+        self.offsets = np.arange(1 - self.R, self.R + 1)
+        self.n_groups = n_groups
+
+
+def numpy_step(learner: OnlineLearner):
+    """The reference step in plain numpy (float64), same maths as the kernels."""
+    layers = _layers(learner)
+    cfg = learner.config.memory
+    C, K, lr0, beta = cfg.clip, cfg.n_centres, cfg.lr0, cfg.beta
+    win = _Window(cfg, len(learner.net.bounds) - 1)
+    params = [t for W, b in layers for t in (W, b)]
+    # One memory per tensor per joint: group id of every coordinate, in each tensor's layout.
+    gid, g0 = [], 0
+    for t in params:
+        per = t[0].size
+        ids = g0 + np.arange(t.shape[0])[:, None] * (2 * len(layers)) + np.zeros(per, int)
+        gid.append(ids.reshape(t.shape))
+        g0 += 1
+    gid = np.concatenate([g.ravel() for g in gid])
+    counts = np.bincount(gid, minlength=win.n_groups).astype(float)
+    w = np.full(win.n_groups * K, lr0)
+    prev = np.zeros(gid.size)
+    inv_s = (K - 1) / (2 * C)
+
+    def window(x):
+        p = (x + C) * inv_s
+        cell = np.minimum(np.floor(p), K - 1)
+        f = p - cell
+        k = cell[:, None] + win.offsets[None, :]
+        psi = np.exp(-0.5 * win.a * (win.offsets[None, :] - f[:, None]) ** 2)
+        valid = (k >= 0) & (k < K)
+        psi = np.where(valid, psi, 0.0)
+        return psi, (gid[:, None] * K + np.clip(k, 0, K - 1)).astype(np.int64)
+
+    def step(X, Y):
+        nonlocal w, prev
+        acts = [np.broadcast_to(X, (len(layers[0][0]),) + X.shape)]
+        for l, (W, b) in enumerate(layers):
+            z = acts[-1] @ W.transpose(0, 2, 1) + b[:, None, :]
+            acts.append(np.maximum(z, 0.0) if l < len(layers) - 1 else z)
+        err = acts[-1][:, :, 0] - Y.T
+        delta = (2.0 / X.shape[0]) * err[:, :, None]
+        grads = []
+        for l in range(len(layers) - 1, -1, -1):
+            W, b = layers[l]
+            grads.append((delta.transpose(0, 2, 1) @ acts[l], delta.sum(axis=1)))
+            if l:
+                delta = (delta @ W) * (acts[l] > 0)
+        grads.reverse()
+        g = np.clip(np.concatenate([t.ravel() for gw, gb in grads for t in (gw, gb)]), -C, C)
+        s = np.clip(g * prev, -1.0, 1.0)
+        psi, idx = window(prev)
+        d = np.bincount(idx.ravel(), weights=(psi * s[:, None]).ravel(), minlength=w.size)
+        w = np.clip(w + beta * d / np.repeat(counts, K), cfg.rate_min, cfg.rate_max)
+        psi, idx = window(g)
+        eta = (psi * w[idx]).sum(axis=1) / psi.sum(axis=1)
+        upd, p = eta * g, 0
+        for t in params:
+            t -= upd[p:p + t.size].reshape(t.shape)
+            p += t.size
+        prev = g
+
+    return step
+
+
+def torch_step(learner: OnlineLearner):
+    """The reference step in PyTorch eager, one CPU thread, float64; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    layers = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True))
+              for W, b in _layers(learner)]
+    params = [t for pair in layers for t in pair]
+    cfg = learner.config.memory
+    C, K = cfg.clip, cfg.n_centres
+    win = _Window(cfg, len(learner.net.bounds) - 1)
+    gid, g0 = [], 0
+    for t in params:
+        J, per = t.shape[0], t[0].numel()
+        gid.append((g0 + torch.arange(J)[:, None] * (2 * len(layers))).expand(J, per).reshape(-1))
+        g0 += 1
+    gid = torch.cat(gid)
+    counts = torch.bincount(gid, minlength=win.n_groups).double()
+    state = {"w": torch.full((win.n_groups * K,), cfg.lr0, dtype=torch.float64),
+             "prev": torch.zeros(gid.numel(), dtype=torch.float64)}
+    offsets = torch.tensor(win.offsets, dtype=torch.float64)
+    inv_s = (K - 1) / (2 * C)
+
+    def window(x):
+        p = (x + C) * inv_s
+        cell = torch.clamp(torch.floor(p), max=K - 1)
+        f = p - cell
+        k = cell[:, None] + offsets[None, :]
+        psi = torch.exp(-0.5 * win.a * (offsets[None, :] - f[:, None]) ** 2)
+        psi = torch.where((k >= 0) & (k < K), psi, torch.zeros_like(psi))
+        return psi, gid[:, None] * K + torch.clamp(k, 0, K - 1).long()
+
+    def step(X, Y):
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        a = Xt.expand(len(layers[0][0]), *Xt.shape)
+        for l, (W, b) in enumerate(layers):
+            a = torch.baddbmm(b[:, None, :], a, W.transpose(1, 2))
+            if l < len(layers) - 1:
+                a = torch.relu(a)
+        loss = ((a[:, :, 0] - Yt.T) ** 2).mean(dim=1).sum()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            g = torch.clamp(torch.cat([t.reshape(-1) for t in grads]), -C, C)
+            s = torch.clamp(g * state["prev"], -1.0, 1.0)
+            psi, idx = window(state["prev"])
+            d = torch.bincount(idx.reshape(-1), weights=(psi * s[:, None]).reshape(-1),
+                               minlength=state["w"].numel())
+            state["w"] = torch.clamp(state["w"] + cfg.beta * d / counts.repeat_interleave(K),
+                                     cfg.rate_min, cfg.rate_max)
+            psi, idx = window(g)
+            eta = (psi * state["w"][idx]).sum(dim=1) / psi.sum(dim=1)
+            upd, p = eta * g, 0
+            for t in params:
+                t -= upd[p:p + t.numel()].reshape(t.shape)
+                p += t.numel()
+            state["prev"] = g
+
+    return step
+
+
+def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
+                   config: LearnerConfig = REFERENCE) -> dict:
+    rng = np.random.default_rng(seed)
+    batches = [(rng.normal(size=(config.batch_size, config.n_inputs)),
+                rng.normal(scale=20.0, size=(config.batch_size, config.n_joints)))
+               for _ in range(steps + warmup)]
+    t0 = time.perf_counter()
+    learner = OnlineLearner(config)
+    learner.learn_many(*batches[0])  # compile or load cached kernels
+    compile_s = time.perf_counter() - t0
+    result = {
+        "config": {"n_joints": config.n_joints, "hidden": list(config.hidden),
+                   "batch_size": config.batch_size, "optimizer": config.optimizer,
+                   "n_centres": config.memory.n_centres, "window": 2 * config.memory.radius,
+                   "n_params": int(learner.net.theta.size), "steps": steps, "warmup": warmup},
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or
+                    platform.machine(), "numpy": np.__version__},
+        "kernel_load_s": compile_s,
+        "train_step_ms": _time(learner.learn_many, batches, warmup),
+        "numpy_step_ms": _time(numpy_step(OnlineLearner(config)), batches, warmup),
+    }
+    predict_x = batches[0][0][0]
+    result["predict_one_ms"] = _time(lambda X, Y: learner.predict_one(predict_x), batches, warmup)
+    tstep = torch_step(OnlineLearner(config))
+    result["torch_step_ms"] = None if tstep is None else _time(tstep, batches, warmup)
+    if tstep is not None:
+        import torch
+        result["machine"]["torch"] = torch.__version__
+    return result

@@ -1,0 +1,47 @@
+"""rtlearn bench: latency of the learning step (step) and of the running daemon (serve)."""
+
+import json
+import sys
+
+HELP = "latency benchmarks (percentiles over thousands of steps)"
+
+
+def add_arguments(p):
+    p.add_argument("target", nargs="?", choices=["step", "serve"], default="step",
+                   help="step: one learning step vs numpy/torch; serve: the daemon on loopback")
+    p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
+    p.add_argument("--seconds", type=float, default=60.0, help="run length at 1 kHz (serve)")
+    p.add_argument("--json", metavar="PATH|-", help="write the results as JSON")
+
+
+def _row(name, r):
+    if r is None:
+        return f"  {name:<16} (not installed)"
+    return f"  {name:<16} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms"
+
+
+def run(args) -> int:
+    if args.target == "serve":
+        from rtlearn.service.bench import run_serve_bench
+        result = run_serve_bench(seconds=args.seconds)
+    else:
+        from rtlearn.benchmarks.step import run_step_bench
+        result = run_step_bench(steps=args.steps)
+        c = result["config"]
+        print(f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch {c['batch_size']},"
+              f" {c['optimizer']} K={c['n_centres']} (window {c['window']}), "
+              f"{c['n_params']} parameters, {c['steps']} steps")
+        for key, name in [("train_step_ms", "rtlearn"), ("numpy_step_ms", "numpy"),
+                          ("torch_step_ms", "torch 1 thread"), ("predict_one_ms", "predict_one")]:
+            print(_row(name, result[key]))
+        if result["torch_step_ms"]:
+            ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
+            print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x")
+    if args.json:
+        text = json.dumps(result, indent=2)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
