@@ -1,0 +1,52 @@
+"""rtlearn experiment: reproduce the paper's experiments (docs/results.md)."""
+
+import json
+import sys
+
+HELP = "reproduce the paper's experiments (rosenbrock, online-lift)"
+
+
+def add_arguments(p):
+    from rtlearn.experiments.runner import EXPERIMENTS
+    p.add_argument("name", choices=list(EXPERIMENTS), help="; ".join(
+        f"{k}: {v}" for k, v in EXPERIMENTS.items()))
+    p.add_argument("--trials", type=int, default=None,
+                   help="number of trials (seeds S, S+1, ...); default per experiment")
+    p.add_argument("--seed", type=int, default=0, help="first trial's seed")
+    p.add_argument("--quick", action="store_true", help="a tiny version (smoke test)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default min(trials, cpu count))")
+    p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
+    p.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR")
+
+
+def to_jsonable(x):
+    import numpy as np
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def run(args) -> int:
+    from rtlearn.experiments.runner import run_experiment
+    result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
+                            args.plots)
+    print(result["table"])
+    for p in result.get("plots", []):
+        print(f"figure: {p}")
+    if args.json:
+        text = json.dumps(to_jsonable(result), indent=1)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0

@@ -1,0 +1,1 @@
+"""The paper's experiments, all evaluated through one prequential function (evaluate.py)."""
