@@ -95,7 +95,8 @@ class OnlineLearner:
         return out
 
     def learn_many(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """One learning step on a batch. Returns per-joint loss measured before the update."""
+        """One learning step on a batch. Returns per-joint loss measured before the update
+        (a new array: callers keep loss histories)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         loss = self.net.loss_grad(X, Y, self.norm)
@@ -103,7 +104,7 @@ class OnlineLearner:
         self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1), self.opt_state)
         self.n_steps += 1
         self.n_samples += X.shape[0]
-        return loss
+        return loss.copy()
 
     def learn_one(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         """Buffers one sample; when batch_size are in, learns on them and returns the loss."""
