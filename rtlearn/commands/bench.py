@@ -1,7 +1,6 @@
 """rtlearn bench: latency of the learning step (step) and of the running daemon (serve)."""
 
-import json
-import sys
+from .output import write_json
 
 HELP = "latency benchmarks (percentiles over thousands of steps)"
 
@@ -37,11 +36,5 @@ def run(args) -> int:
         if result["torch_step_ms"]:
             ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
             print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x")
-    if args.json:
-        text = json.dumps(result, indent=2)
-        if args.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+    write_json(result, args.json)
     return 0
