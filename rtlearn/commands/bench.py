@@ -1,5 +1,7 @@
 """rtlearn bench: latency of the learning step (step) and of the running daemon (serve)."""
 
+import sys
+
 from .output import write_json
 
 HELP = "latency benchmarks (percentiles over thousands of steps)"
@@ -27,14 +29,16 @@ def run(args) -> int:
         from rtlearn.benchmarks.step import run_step_bench
         result = run_step_bench(steps=args.steps)
         c = result["config"]
+        # with --json - the JSON owns stdout
+        out = sys.stderr if args.json == "-" else sys.stdout
         print(f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch {c['batch_size']},"
               f" {c['optimizer']} K={c['n_centres']} (window {c['window']}), "
-              f"{c['n_params']} parameters, {c['steps']} steps")
+              f"{c['n_params']} parameters, {c['steps']} steps", file=out)
         for key, name in [("train_step_ms", "rtlearn"), ("numpy_step_ms", "numpy"),
                           ("torch_step_ms", "torch 1 thread"), ("predict_one_ms", "predict_one")]:
-            print(_row(name, result[key]))
+            print(_row(name, result[key]), file=out)
         if result["torch_step_ms"]:
             ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
-            print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x")
+            print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x", file=out)
     write_json(result, args.json)
     return 0
