@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="a tiny version (smoke test)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default min(trials, cpu count))")
+    p.add_argument("--methods", help="online-lift: comma-separated methods (GD, MetaGD, Adam, "
+                   "SGD-HD, 'GD residual', 'MetaGD residual') or 'all'; default GD,MetaGD")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR")
 
@@ -23,7 +25,7 @@ def add_arguments(p):
 def to_jsonable(x):
     import numpy as np
     if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items() if not str(k).startswith("_")}
     if isinstance(x, (list, tuple)):
         return [to_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
@@ -37,8 +39,9 @@ def to_jsonable(x):
 
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
+    options = {"methods": args.methods} if args.methods else {}
     result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
-                            args.plots)
+                            args.plots, options=options)
     print(result["table"])
     for p in result.get("plots", []):
         print(f"figure: {p}")

@@ -2,7 +2,7 @@
 
 An experiment module defines:
   DEFAULT_TRIALS: int
-  run_trial(seed: int, quick: bool = False) -> dict       (JSON-able; numpy arrays allowed)
+  run_trial(seed: int, quick: bool = False, **options) -> dict      (JSON-able; numpy arrays allowed)
   summarize(trials: list[dict]) -> dict                    (JSON-able)
   table(summary: dict) -> str                              (markdown)
   plots(trials, summary, directory) -> list[str]           (PNG paths written)
@@ -30,15 +30,17 @@ def experiment_module(name: str):
     return importlib.import_module(f"rtlearn.experiments.{name.replace('-', '_')}")
 
 
-def _trial(name: str, seed: int, quick: bool) -> dict:
-    return experiment_module(name).run_trial(seed, quick=quick)
+def _trial(name: str, seed: int, quick: bool, options: dict) -> dict:
+    return experiment_module(name).run_trial(seed, quick=quick, **options)
 
 
 def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool = False,
-               workers: int | None = None, progress=sys.stderr) -> list[dict]:
+               workers: int | None = None, progress=sys.stderr,
+               options: dict | None = None) -> list[dict]:
     """All trials of an experiment, ordered by seed; prints one progress line per finished
     trial to `progress` (None: silent)."""
     mod = experiment_module(name)
+    options = options or {}
     n = mod.DEFAULT_TRIALS if trials is None else int(trials)
     seeds = [seed + i for i in range(n)]
     workers = workers or min(n, os.cpu_count() or 1)
@@ -52,11 +54,11 @@ def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool 
 
     if workers <= 1:
         for s in seeds:
-            results[s] = _trial(name, s, quick)
+            results[s] = _trial(name, s, quick, options)
             report(s)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_trial, name, s, quick): s for s in seeds}
+            futures = {pool.submit(_trial, name, s, quick, options): s for s in seeds}
             for fut in as_completed(futures):
                 s = futures[fut]
                 results[s] = fut.result()
@@ -66,9 +68,9 @@ def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool 
 
 def run_experiment(name: str, trials: int | None = None, seed: int = 0, quick: bool = False,
                    workers: int | None = None, plots_dir: str | None = None,
-                   progress=sys.stderr) -> dict:
+                   progress=sys.stderr, options: dict | None = None) -> dict:
     mod = experiment_module(name)
-    results = run_trials(name, trials, seed, quick, workers, progress)
+    results = run_trials(name, trials, seed, quick, workers, progress, options)
     summary = mod.summarize(results)
     out = {"experiment": name, "trials": len(results), "seed": seed, "quick": quick,
            "summary": summary, "table": mod.table(summary), "per_trial": results}
