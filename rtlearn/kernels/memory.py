@@ -39,26 +39,15 @@ def _clip_key(x, clip):
 
 
 @njit(**JIT)
-def _window(x, clip, inv_spacing, n_centres, a, j0, table, psi):
-    """Eq. M1 on the truncated window of clipped key x: psi[n] for the 2R centres starting at
-    padded index `cell` (centre cell + j0); returns cell. See the module docstring."""
-    n_q = table.shape[0] - 1
+def _cell(x, clip, inv_spacing, n_centres, n_q):
+    """Eq. M1 window position of clipped key x: (cell, q, r) with p = (x + C) / s = cell + q/Q + r.
+    Scalars only: a helper taking arrays was not inlined (a call with 14 stack arguments and an
+    NRT incref/decref of a table-row view per coordinate, 4x the arithmetic it wrapped)."""
     p = (x + clip) * inv_spacing
-    c = int(p)
-    if c > n_centres - 1:
-        c = n_centres - 1
+    c = min(int(p), n_centres - 1)
     fq = (p - c) * n_q
-    q = int(fq)
-    if q > n_q - 1:
-        q = n_q - 1
-    r = (fq - q) * (1.0 / n_q)
-    val = _exp_small(a * (j0 - q * (1.0 / n_q)) * r - 0.5 * a * r * r)
-    step = _exp_small(a * r)
-    row = table[q]
-    for n in range(psi.shape[0]):
-        psi[n] = row[n] * val
-        val *= step
-    return c
+    q = min(int(fq), n_q - 1)
+    return c, q, (fq - q) * (1.0 / n_q)
 
 
 @njit(**JIT)
@@ -82,6 +71,8 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
     n_centres = w.shape[1]
     n_win = 2 * radius
     j0 = 1 - radius
+    n_q = table.shape[0] - 1
+    inv_q = 1.0 / n_q
     if learn:
         count[0] += 1.0
     c1 = 1.0 - b1 ** count[0]
@@ -96,16 +87,22 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
                 if s == 0.0:
                     continue
                 s = min(1.0, max(-1.0, s))
-                c = _window(key_prev[i], clip, inv_spacing, n_centres, a, j0, table, psi)
+                c, q, r = _cell(key_prev[i], clip, inv_spacing, n_centres, n_q)
+                val0 = _exp_small(a * (j0 - q * inv_q) * r - 0.5 * a * r * r)
+                step = _exp_small(a * r)
                 if normalized_signal:
                     tot = 0.0
-                    m = mpad[c: c + n_win]
+                    val = val0
                     for n in range(n_win):
-                        tot += psi[n] * m[n]
+                        tot += table[q, n] * val * mpad[c + n]
+                        val *= step
                     s /= tot
-                d = dpad[i & 3, c: c + n_win]
+                # psi is recomputed, not stored: no scratch array on the hot path.
+                bank = i & 3
+                val = val0 * s
                 for n in range(n_win):
-                    d[n] += psi[n] * s
+                    dpad[bank, c + n] += table[q, n] * val
+                    val *= step
             inv_d = 1.0 / (g_hi - g_lo)
             for k in range(n_centres):
                 kp = k - j0
@@ -120,14 +117,16 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
         eta_sum = 0.0
         for i in range(g_lo, g_hi):
             x = _clip_key(key[i], clip)
-            c = _window(x, clip, inv_spacing, n_centres, a, j0, table, psi)
-            ws = wpad[c: c + n_win]
-            m = mpad[c: c + n_win]
+            c, q, r = _cell(x, clip, inv_spacing, n_centres, n_q)
+            val = _exp_small(a * (j0 - q * inv_q) * r - 0.5 * a * r * r)
+            step = _exp_small(a * r)
             num = 0.0
             den = 0.0
             for n in range(n_win):
-                num += psi[n] * ws[n]
-                den += psi[n] * m[n]
+                ps = table[q, n] * val
+                num += ps * wpad[c + n]
+                den += ps * mpad[c + n]
+                val *= step
             eta = num / den
             eta_sum += eta
             key_prev[i] = x
