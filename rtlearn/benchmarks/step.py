@@ -66,7 +66,7 @@ def numpy_step(learner: OnlineLearner):
     """The reference step in plain numpy (float64), same maths as the kernels."""
     layers = _layers(learner)
     cfg = learner.config.memory
-    C, K, lr0, beta = cfg.clip, cfg.n_centres, cfg.lr0, cfg.beta
+    C, K, lr0, beta = cfg.clip, cfg.n_centres, learner.config.lr, cfg.beta
     win = _Window(cfg, len(learner.net.bounds) - 1)
     params = [t for W, b in layers for t in (W, b)]
     # One memory per tensor per joint: group id of every coordinate, in each tensor's layout.
@@ -120,6 +120,7 @@ def numpy_step(learner: OnlineLearner):
             p += t.size
         prev = g
 
+    step.params = params  # the twin's weights, for checking it against the kernels
     return step
 
 
@@ -143,7 +144,7 @@ def torch_step(learner: OnlineLearner):
         g0 += 1
     gid = torch.cat(gid)
     counts = torch.bincount(gid, minlength=win.n_groups).double()
-    state = {"w": torch.full((win.n_groups * K,), cfg.lr0, dtype=torch.float64),
+    state = {"w": torch.full((win.n_groups * K,), learner.config.lr, dtype=torch.float64),
              "prev": torch.zeros(gid.numel(), dtype=torch.float64)}
     offsets = torch.tensor(win.offsets, dtype=torch.float64)
     inv_s = (K - 1) / (2 * C)

@@ -11,6 +11,7 @@ def add_arguments(p):
     p.add_argument("target", nargs="?", choices=["step", "serve"], default="step",
                    help="step: one learning step vs numpy/torch; serve: the daemon on loopback")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
+    p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
     p.add_argument("--seconds", type=float, default=60.0, help="run length at 1 kHz (serve)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON")
 
@@ -27,7 +28,7 @@ def run(args) -> int:
         result = run_serve_bench(seconds=args.seconds)
     else:
         from rtlearn.benchmarks.step import run_step_bench
-        result = run_step_bench(steps=args.steps)
+        result = run_step_bench(steps=args.steps, warmup=args.warmup)
         c = result["config"]
         # with --json - the JSON owns stdout
         out = sys.stderr if args.json == "-" else sys.stdout

@@ -1,0 +1,37 @@
+"""The benchmark's numpy twin does the same step as the kernels (so the timings compare like
+with like), and the bench command's JSON has the documented keys."""
+
+import json
+
+import numpy as np
+
+from rtlearn.benchmarks.step import numpy_step
+from rtlearn.cli import main
+from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
+
+SMALL = LearnerConfig(n_joints=3, n_inputs=5, hidden=(8, 4), optimizer="metagd", lr=0.01,
+                      batch_size=10, normalize="none", memory=MemoryConfig(n_centres=20, beta=0.05))
+
+
+def test_numpy_twin_matches_the_kernels_step_for_step():
+    rng = np.random.default_rng(0)
+    learner, twin_learner = OnlineLearner(SMALL), OnlineLearner(SMALL)
+    twin = numpy_step(twin_learner)
+    for _ in range(15):
+        X, Y = rng.normal(size=(10, 5)), rng.normal(scale=5.0, size=(10, 3))
+        learner.learn_many(X, Y)
+        twin(X, Y)
+    flat = np.concatenate([t[j].ravel() for j in range(3) for t in twin.params])
+    np.testing.assert_allclose(learner.net.theta.ravel(), flat, rtol=1e-7, atol=1e-10)
+    assert not np.allclose(learner.net.theta, OnlineLearner(SMALL).net.theta)
+
+
+def test_bench_step_json_has_the_documented_keys(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "step", "--steps", "20", "--warmup", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("train_step_ms", "numpy_step_ms", "predict_one_ms"):
+        assert set(result[key]) >= {"p50", "p99", "max"}
+        assert 0 < result[key]["p50"] <= result[key]["p99"] <= result[key]["max"]
+    assert "torch_step_ms" in result
+    assert "rtlearn" in capsys.readouterr().out
