@@ -91,8 +91,9 @@ def _unpack(data, limit: int, limits: dict):
         raise ProtocolError("malformed", f"not a msgpack value ({type(e).__name__})") from None
     if not isinstance(msg, dict):
         raise ProtocolError("not_a_map", f"top level is {type(msg).__name__}")
-    if msg.get("v") != VERSION or type(msg.get("v")) is not int:
-        raise ProtocolError("version", f"v={msg.get('v')!r}, this end speaks v={VERSION}")
+    v = msg.get("v")
+    if v != VERSION or type(v) is not int:
+        raise ProtocolError("version", f"v={v!r}, this end speaks v={VERSION}")
     return msg
 
 
@@ -157,10 +158,17 @@ def _raw_vector(msg: dict, key: str, n: int | None) -> bytes | list:
 def _vectors(msg: dict, keys: tuple[str, ...], n: int | None) -> np.ndarray:
     """The vectors under `keys` as rows of one new (len(keys), n) float64 array.
     Converting and checking them together costs half of doing it per vector."""
-    raws = [_raw_vector(msg, keys[0], n)]
-    n = len(raws[0]) // 8 if type(raws[0]) is bytes else len(raws[0])
-    raws += [_raw_vector(msg, k, n) for k in keys[1:]]
-    if all(type(r) is bytes for r in raws):
+    raws = []
+    all_bin = True
+    for key in keys:
+        raw = _raw_vector(msg, key, n)
+        if type(raw) is bytes:
+            n = len(raw) // 8
+        else:
+            n = len(raw)
+            all_bin = False
+        raws.append(raw)
+    if all_bin:
         out = np.frombuffer(bytearray(b"".join(raws)), "<f8")
         if out.dtype != np.float64:  # big-endian host
             out = out.astype(np.float64)
@@ -218,9 +226,11 @@ def decode_state(data, n_joints: int | None = None) -> JointState:
 
 # --- prediction socket: daemon -> robot ---------------------------------------------------
 
-def encode_prediction(seq: int, t: float, tau: np.ndarray, context: str, valid: bool = True) -> bytes:
+def encode_prediction(seq: int, t: float, tau, context: str, valid: bool = True) -> bytes:
+    """tau: a list of floats or a float64 array."""
     return msgpack.packb({"v": VERSION, "kind": "prediction", "seq": seq, "t": t,
-                          "tau": tau.tolist(), "ctx": context, "valid": valid})
+                          "tau": tau if type(tau) is list else tau.tolist(), "ctx": context,
+                          "valid": valid})
 
 
 def encode_hello(n_joints: int, context: str) -> bytes:
