@@ -110,7 +110,7 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
             "key_prev": np.zeros(n_params),
             "learn": np.ones(1),
             # scratch, and the mean predicted rate per group for monitoring
-            "psi": np.zeros(2 * radius),
+            "blk": np.zeros((K.BLK_ROWS, K.BLOCK)),
             "wpad": np.zeros(n_pad),
             "mpad": mpad.copy(),
             "dpad": np.zeros((4, n_pad)),
@@ -122,8 +122,8 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
                       state["count"], bounds, config.clip, inv_spacing, radius, a, table,
                       config.normalized_signal, meta_kind, config.beta, config.b1, config.b2,
                       config.eps, config.rate_min, config.rate_max, state["learn"][0] > 0,
-                      state["psi"], state["wpad"], state["mpad"],
+                      state["blk"], state["wpad"], state["mpad"],
                       state["dpad"], state["eta_mean"])
 
     return Transform("memory", init, update, shared=("w", "w_m", "w_v", "count"), carry=("w",),
-                     history=("key_prev",), scratch=("psi", "wpad", "mpad", "dpad"), hyper=asdict(config))
+                     history=("key_prev",), scratch=("blk", "wpad", "mpad", "dpad"), hyper=asdict(config))
