@@ -40,18 +40,6 @@ def _clip_key(x, clip):
     return x
 
 
-@njit(**JIT)
-def _cell(x, clip, inv_spacing, n_centres, n_q):
-    """Eq. M1 window position of clipped key x: (cell, q, r) with p = (x + C) / s = cell + q/Q + r.
-    Scalars only: a helper taking arrays was not inlined (a call with 14 stack arguments and an
-    NRT incref/decref of a table-row view per coordinate, 4x the arithmetic it wrapped)."""
-    p = (x + clip) * inv_spacing
-    c = min(int(p), n_centres - 1)
-    fq = (p - c) * n_q
-    q = min(int(fq), n_q - 1)
-    return c, q, (fq - q) * (1.0 / n_q)
-
-
 BLOCK = 128  # coordinates per block of _predict_group and _learn_group
 BLK_ROWS = 5  # scratch `blk` is (BLK_ROWS, BLOCK)
 
@@ -165,9 +153,14 @@ def _learn_group(key, key_prev, lo, hi, clip, inv_spacing, n_centres, a, j0, tab
             # 4 banks: consecutive coordinates often share a cell (store-to-load stalls).
             bank = (b_lo + t) & 3
             val = vals[t] * s
-            for n in range(n_win):
-                dpad[bank, c + n] += table[q, n] * val
-                val *= step
+            if n_win == 6:
+                for n in range(6):  # R = 3 (the default): constant trip count, unrolled
+                    dpad[bank, c + n] += table[q, n] * val
+                    val *= step
+            else:
+                for n in range(n_win):
+                    dpad[bank, c + n] += table[q, n] * val
+                    val *= step
 
 
 @njit(**JIT)
@@ -187,12 +180,10 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
     Padded arrays (K + 2R - 1) put centre k at k + R - 1, so windows never branch on the
     edges: wpad holds w and zeros, mpad ones and zeros, dpad 4 interleaved accumulators
     (consecutive coordinates often share a cell: separate banks avoid store-to-load stalls).
+    `blk` (BLK_ROWS, BLOCK) is the per-block scratch of the coordinate passes.
     """
     n_centres = w.shape[1]
-    n_win = 2 * radius
     j0 = 1 - radius
-    n_q = table.shape[0] - 1
-    inv_q = 1.0 / n_q
     if learn:
         count[0] += 1.0
     c1 = 1.0 - b1 ** count[0]
