@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "rosenbrock": "paper Fig. 2: GD vs MetaGD run 1 vs run 2 with run 1's memory",
     "online-lift": "paper Table I: online inverse dynamics, lift none -> light -> heavy",
     "digits": "paper sequential binary MNIST on sklearn 8x8 digits: 0v1, 2v3, 4v5",
+    "batch-id": "paper batch inverse dynamics: rectangle-h then rectangle-v, full batch",
 }
 
 
