@@ -3,7 +3,7 @@
 import json
 import sys
 
-HELP = "reproduce the paper's experiments (rosenbrock, online-lift)"
+HELP = "reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id)"
 
 
 def add_arguments(p):
@@ -39,6 +39,9 @@ def to_jsonable(x):
 
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
+    if args.methods and args.name != "online-lift":
+        print("--methods applies to online-lift only", file=sys.stderr)
+        return 2
     options = {"methods": args.methods} if args.methods else {}
     result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
                             args.plots, options=options)
