@@ -1,7 +1,8 @@
 """rtlearn experiment: reproduce the paper's experiments (docs/results.md)."""
 
-import json
 import sys
+
+from .output import write_json
 
 HELP = "reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id)"
 
@@ -45,14 +46,9 @@ def run(args) -> int:
     options = {"methods": args.methods} if args.methods else {}
     result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
                             args.plots, options=options)
-    print(result["table"])
+    out = sys.stderr if args.json == "-" else sys.stdout  # with --json - the JSON owns stdout
+    print(result["table"], file=out)
     for p in result.get("plots", []):
-        print(f"figure: {p}")
-    if args.json:
-        text = json.dumps(to_jsonable(result), indent=1)
-        if args.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(args.json, "w") as f:
-                f.write(text + "\n")
+        print(f"figure: {p}", file=out)
+    write_json(to_jsonable(result), args.json)
     return 0
