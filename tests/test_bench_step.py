@@ -22,7 +22,10 @@ def test_numpy_twin_matches_the_kernels_step_for_step():
         learner.learn_many(X, Y)
         twin(X, Y)
     flat = np.concatenate([t[j].ravel() for j in range(3) for t in twin.params])
-    np.testing.assert_allclose(learner.net.theta.ravel(), flat, rtol=1e-7, atol=1e-10)
+    # The twin evaluates the window's kernels directly; the kernels go through node tables,
+    # so every rate differs by up to E ptp(w) / 2 (E ~ 1e-7): updates agree to ~1e-7.
+    assert SMALL.memory.error_bound < 2e-7
+    np.testing.assert_allclose(learner.net.theta.ravel(), flat, rtol=1e-6, atol=1e-8)
     assert not np.allclose(learner.net.theta, OnlineLearner(SMALL).net.theta)
 
 

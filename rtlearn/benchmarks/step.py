@@ -1,8 +1,10 @@
 """Latency of one learning step: forward, backward, memory rate rule, update, all joints.
 
 The same step is timed three ways in one run: rtlearn's kernels, plain vectorised numpy, and
-(when importable) PyTorch eager on one CPU thread. The numpy and torch twins evaluate the
-memory on the same truncated window (2R centres per coordinate), so all three do the same work.
+(when importable) PyTorch eager on one CPU thread. The twins evaluate the memory's kernels
+directly on the same truncated window (2R centres per coordinate), the natural vectorised
+form; the kernels compute the same rates through node tables (docs/algorithm.md, "Cost"),
+equal within MemoryConfig.error_bound.
 """
 
 from __future__ import annotations

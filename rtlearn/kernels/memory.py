@@ -1,15 +1,19 @@
-"""The memory of learning rates (docs/algorithm.md, eqs. M1-M5), O(P*m) per step.
+"""The memory of learning rates (docs/algorithm.md, eqs. M1-M5), O(P) per step.
 
-Centres are uniform on [-C, C] with spacing s, kernels psi_k(x) = exp(-(x - c_k)^2 / (2 h^2)).
-With p = (x + C) / s, cell = floor(p) and f = p - cell, the kernel of centre cell+j is
-exp(-a (j - f)^2 / 2) with a = (s / h)^2, so only j in [-(R-1), R] are evaluated (every
-skipped centre is at least R spacings away).
+Every per-coordinate quantity of the memory is a fixed linear map of the K rates w or of
+the signals: the rate eta(x) = sum_k phi_k(x) w_k (eq. M2, phi = psi / sum psi) and the
+weight psi_k(x) (or phi_k(x)) with which a signal reaches centre k (eq. M4). So once per step
+and group, eta and its derivative are tabulated at N = (K - 1) G + 1 nodes, G per centre
+spacing (2R centres per node, the truncated window). Each coordinate then costs a cubic
+Hermite interpolation on its node interval: four loads and a few multiplies, no exponential,
+no division. The learning pass is the transpose: each signal is deposited on its interval's
+two nodes with the same four Hermite weights, and Delta_k sums the deposits against the
+kernels' values and derivatives at the nodes. rtlearn.learner.memory builds the node tables
+once per configuration and chooses G so that the interpolation error stays below the stated
+bound (MemoryConfig.error_bound).
 
-No exponential is evaluated per coordinate (they dominated the step: ~8 ns each, 4 per
-coordinate). With f = q/Q + r, 0 <= r < 1/Q, the window value n is
-    psi_n(f) = table[q, n] * exp(a (j0 - q/Q) r - a r^2 / 2) * exp(a r)^n,
-table[q, n] = psi_n(q/Q), and both small exponentials are a 7-term Taylor series
-(|argument| <= a (R + 1) / Q, relative error < 1e-12 for the configurations we allow).
+The per-coordinate loops run in blocks: a SIMD pass (clip, node, Hermite weights), then the
+pass that gathers or scatters through the node index.
 """
 
 import math
@@ -22,151 +26,160 @@ from . import JIT
 
 META_GD = 0
 META_ADAM = 1
-
-
-@njit(**JIT)
-def _exp_small(y):
-    """exp(y) for |y| <= 0.15 (6 Taylor terms, relative error < 2e-8 there, < 1e-12 at 0.02)."""
-    return 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0)))))
+BLOCK = 256    # coordinates per block of the coordinate passes
+BANKS = 4      # interleaved deposit accumulators: consecutive coordinates often share a node
 
 
 @njit(**JIT)
 def _clip_key(x, clip):
-    """Eq. M1 input: clip to [-C, C]; NaN maps to -C so indices always stay in range."""
-    if not x > -clip:
-        return -clip
-    if x > clip:
-        return clip
-    return x
-
-
-BLOCK = 128  # coordinates per block of _predict_group and _learn_group
-BLK_ROWS = 5  # scratch `blk` is (BLK_ROWS, BLOCK)
+    """Eq. M1 input: clip to [-C, C]; NaN maps to -C so node indices always stay in range."""
+    x = x if x > -clip else -clip
+    return x if x < clip else clip
 
 
 @njit(**JIT)
-def _predict_group(key, u, key_prev, lo, hi, clip, inv_spacing, n_centres, a, j0, table, wpad,
-                   mpad, blk):
-    """Eq. M2 for coordinates lo..hi-1 with padded rates wpad; returns the sum of the rates.
+def _node_range(x, lo, hi, clip, inv_step, j_last):
+    """Nodes first_j .. last_j + 1 hold every interval the keys x[lo:hi] fall in (only those
+    are tabulated or collected: keys crowd a few spacings around zero)."""
+    x_min = clip
+    x_max = -clip
+    for i in range(lo, hi):
+        xc = _clip_key(x[i], clip)
+        x_min = min(x_min, xc)
+        x_max = max(x_max, xc)
+    j_lo = min(np.floor((x_min + clip) * inv_step), j_last)
+    j_hi = min(np.floor((x_max + clip) * inv_step), j_last)
+    return int(j_lo), int(j_hi) + 1
 
-    In blocks, three loops of independent iterations: positions and the two small
-    exponentials (SIMD), window sums, then u and key_prev (SIMD). One fused loop was
-    latency-bound (~110 cycles of dependent work per coordinate, only ~2 coordinates in
-    flight in the out-of-order window), whatever the instruction count.
-    """
-    n_q = table.shape[0] - 1
-    inv_q = 1.0 / n_q
-    n_win = table.shape[1]
-    c_max = n_centres - 1.0
-    q_max = n_q - 1.0
-    cs = blk[0]
-    qs = blk[1]
-    vals = blk[2]
-    steps = blk[3]
+
+@njit(**JIT)
+def _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab):
+    """Eq. M2 at nodes j_lo..j_hi: eta[j] = sum_n phi[n, j] w[c(j) + n] and deta likewise,
+    c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is centre c + n - (R - 1));
+    then interleaved into tab for the coordinate pass."""
+    n_win = phi.shape[0]
+    for c in range(j_lo // per_cell, j_hi // per_cell + 1):
+        a = max(j_lo, c * per_cell)
+        b = min(j_hi + 1, (c + 1) * per_cell)
+        e = eta[a:b]
+        de = deta[a:b]
+        e[:] = 0.0
+        de[:] = 0.0
+        for n in range(n_win):
+            wv = wpad[c + n]
+            p = phi[n, a:b]
+            dp = dphi[n, a:b]
+            for j in range(b - a):
+                e[j] += p[j] * wv
+                de[j] += dp[j] * wv
+    for j in range(j_lo, j_hi + 1):
+        tab[2 * j] = eta[j]
+        tab[2 * j + 1] = deta[j]
+
+
+@njit(**JIT)
+def _hermite(x, clip, inv_step, j_last, t, js, hw):
+    """Node j (stored as 2 j, the offset in an interleaved (N, 2) table) and the cubic
+    Hermite weights (h00, h10, h01, h11) of the clipped key x at slot t."""
+    p = (x + clip) * inv_step
+    j = min(np.floor(p), j_last)
+    f = p - j
+    g = 1.0 - f
+    js[t] = 2.0 * j
+    hw[0, t] = g * g * (1.0 + 2.0 * f)
+    hw[1, t] = g * g * f
+    hw[2, t] = f * f * (3.0 - 2.0 * f)
+    hw[3, t] = -f * f * g
+
+
+@njit(**JIT)
+def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, tab, w_lo, w_hi, js, hw,
+                   out):
+    """Eq. M2 for coordinates lo..hi-1 (u <- eta(key) u); returns the sum of the rates.
+    tab is interleaved: tab[2 j] = eta(x_j), tab[2 j + 1] = step * eta'(x_j)."""
+    h0, h1, h2, h3 = hw[0], hw[1], hw[2], hw[3]
     eta_sum = 0.0
     for b_lo in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - b_lo)
+        k = key[b_lo:b_lo + m]  # 1-D views: LLVM vectorises these loops, not offset indexing
+        kp = key_prev[b_lo:b_lo + m]
         for t in range(m):
-            x = _clip_key(key[b_lo + t], clip)
-            p = (x + clip) * inv_spacing  # >= 0: floor is a truncation, no NaN (clipped)
-            c = min(np.floor(p), c_max)
-            fq = (p - c) * n_q
-            q = min(np.floor(fq), q_max)
-            r = (fq - q) * inv_q
-            cs[t] = c
-            qs[t] = q
-            vals[t] = _exp_small(a * (j0 - q * inv_q) * r - 0.5 * a * r * r)
-            steps[t] = _exp_small(a * r)
+            x = _clip_key(k[t], clip)
+            kp[t] = x
+            _hermite(x, clip, inv_step, j_last, t, js, hw)
         for t in range(m):
-            c = int(cs[t])
-            q = int(qs[t])
-            val = vals[t]
-            step = steps[t]
-            num = 0.0
-            den = 0.0
-            if n_win == 6:
-                # R = 3 (the default): constant trip count, unrolled.
-                for n in range(6):
-                    ps = table[q, n] * val
-                    num += ps * wpad[c + n]
-                    den += ps * mpad[c + n]
-                    val *= step
-            else:
-                for n in range(n_win):
-                    ps = table[q, n] * val
-                    num += ps * wpad[c + n]
-                    den += ps * mpad[c + n]
-                    val *= step
-            vals[t] = num / den
+            j = np.int64(js[t])
+            out[t] = h0[t] * tab[j] + h1[t] * tab[j + 1] + h2[t] * tab[j + 2] + h3[t] * tab[j + 3]
+        uu = u[b_lo:b_lo + m]  # may alias k: read above, written only now
         for t in range(m):
-            eta = vals[t]
-            eta_sum += eta
-            key_prev[b_lo + t] = _clip_key(key[b_lo + t], clip)
-            u[b_lo + t] = eta * u[b_lo + t]
+            # The interpolant may overshoot [min w, max w] by the error bound: keep the clamp.
+            e = min(w_hi, max(w_lo, out[t]))
+            eta_sum += e
+            uu[t] = e * uu[t]
     return eta_sum
 
 
 @njit(**JIT)
-def _learn_group(key, key_prev, lo, hi, clip, inv_spacing, n_centres, a, j0, table, mpad, dpad,
-                 normalized_signal, blk):
-    """Eqs. M3-M4 for coordinates lo..hi-1: dpad[bank, window] += phi(x_prev) s (undivided).
-    Blocked like _predict_group: the signal, positions and exponentials first (SIMD), then
-    the window scatter-adds."""
-    n_q = table.shape[0] - 1
-    inv_q = 1.0 / n_q
-    n_win = table.shape[1]
-    c_max = n_centres - 1.0
-    q_max = n_q - 1.0
-    cs = blk[0]
-    qs = blk[1]
-    vals = blk[2]
-    steps = blk[3]
-    sig = blk[4]
+def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, acc, js, hw):
+    """Eq. M3 signals s = clip(x x_prev, -1, 1) deposited at x_prev's interval: acc[bank]
+    gets s (h00, h10) at node j and s (h01, h11) at node j + 1."""
+    n2 = acc.shape[1]
+    flat = acc.reshape(-1)
+    h0, h1, h2, h3 = hw[0], hw[1], hw[2], hw[3]
     for b_lo in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - b_lo)
+        k = key[b_lo:b_lo + m]
+        kp = key_prev[b_lo:b_lo + m]  # already clipped
         for t in range(m):
-            x = key_prev[b_lo + t]  # already clipped
-            sig[t] = min(1.0, max(-1.0, _clip_key(key[b_lo + t], clip) * x))
-            p = (x + clip) * inv_spacing
-            c = min(np.floor(p), c_max)
-            fq = (p - c) * n_q
-            q = min(np.floor(fq), q_max)
-            r = (fq - q) * inv_q
-            cs[t] = c
-            qs[t] = q
-            vals[t] = _exp_small(a * (j0 - q * inv_q) * r - 0.5 * a * r * r)
-            steps[t] = _exp_small(a * r)
+            xp = kp[t]
+            s = min(1.0, max(-1.0, _clip_key(k[t], clip) * xp))
+            _hermite(xp, clip, inv_step, j_last, t, js, hw)
+            h0[t] *= s
+            h1[t] *= s
+            h2[t] *= s
+            h3[t] *= s
         for t in range(m):
-            s = sig[t]
-            if s == 0.0:
-                continue  # no signal (first step, zero gradient): skip the window
-            c = int(cs[t])
-            q = int(qs[t])
-            step = steps[t]
-            if normalized_signal:
-                tot = 0.0
-                val = vals[t]
-                for n in range(n_win):
-                    tot += table[q, n] * val * mpad[c + n]
-                    val *= step
-                s /= tot
-            # 4 banks: consecutive coordinates often share a cell (store-to-load stalls).
-            bank = (b_lo + t) & 3
-            val = vals[t] * s
-            if n_win == 6:
-                for n in range(6):  # R = 3 (the default): constant trip count, unrolled
-                    dpad[bank, c + n] += table[q, n] * val
-                    val *= step
-            else:
-                for n in range(n_win):
-                    dpad[bank, c + n] += table[q, n] * val
-                    val *= step
+            r = (t & (BANKS - 1)) * n2 + np.int64(js[t])
+            flat[r] += h0[t]
+            flat[r + 1] += h1[t]
+            flat[r + 2] += h2[t]
+            flat[r + 3] += h3[t]
 
 
 @njit(**JIT)
-def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing, radius, a,
-                table, normalized_signal, meta_kind, beta, b1, b2, eps, w_lo, w_hi, learn,
-                blk, wpad, mpad, dpad, eta_mean):
+def _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, v, d, dpad):
+    """Eq. M4 from the deposits: dpad[c(j) + n] += v_j psi[n, j] + d_j dpsi[n, j] over nodes
+    j_lo..j_hi, v and d summed over the banks (which are cleared)."""
+    n_win = psi.shape[0]
+    m = j_hi + 1 - j_lo
+    vv = v[:m]
+    dd = d[:m]
+    vv[:] = 0.0
+    dd[:] = 0.0
+    for bank in range(acc.shape[0]):
+        row = acc[bank, 2 * j_lo: 2 * j_hi + 2]
+        for t in range(m):
+            vv[t] += row[2 * t]
+            dd[t] += row[2 * t + 1]
+        row[:] = 0.0
+    for c in range(j_lo // per_cell, j_hi // per_cell + 1):
+        a = max(j_lo, c * per_cell)
+        b = min(j_hi + 1, (c + 1) * per_cell)
+        vc = vv[a - j_lo: b - j_lo]
+        dc = dd[a - j_lo: b - j_lo]
+        for n in range(n_win):
+            p = psi[n, a:b]
+            dp = dpsi[n, a:b]
+            total = 0.0
+            for t in range(b - a):
+                total += vc[t] * p[t] + dc[t] * dp[t]
+            dpad[c + n] += total
+
+
+@njit(**JIT)
+def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, per_cell, phi,
+                dphi, psi, dpsi, meta_kind, beta, b1, b2, eps, w_lo, w_hi, learn, js, hw, out,
+                acc, wpad, dpad, eta, deta, tab, eta_mean):
     """One memory step for every group: eqs. M3-M5 (learn), then M2 (predict and scale u).
 
     M3  s_i = clip(x_i * x_prev_i, -1, 1), x = clip(key, -C, C)
@@ -174,16 +187,17 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
     M5  w <- w + beta * Delta (MetaGD)  or  w <- w + beta * AdamDirection(Delta) (MemAdam),
         then w clamped to [w_lo, w_hi]
     M2  eta_i = sum_k psi_k(x_i) w_k / sum_k psi_k(x_i);  u_i <- eta_i * u_i
-    `key` may alias `u`: each coordinate's key is read before its u is written.
+    `key` may alias `u`: each block's keys are read before its u is written.
     `key_prev` holds the clipped key of the previous step (zeros at the start: no update).
-    `table` is (Q+1, 2R): table[q, n] = exp(-a (1 - R + n - q/Q)^2 / 2).
-    Padded arrays (K + 2R - 1) put centre k at k + R - 1, so windows never branch on the
-    edges: wpad holds w and zeros, mpad ones and zeros, dpad 4 interleaved accumulators
-    (consecutive coordinates often share a cell: separate banks avoid store-to-load stalls).
-    `blk` (BLK_ROWS, BLOCK) is the per-block scratch of the coordinate passes.
+    Node tables (W = 2R, N nodes): phi/dphi give eta and its derivative times the node step
+    at every node (eq. M2), psi/dpsi the same for the signal weights of eq. M4. Padded arrays
+    (K + 2R - 1) put centre k at k + R - 1 so windows never branch on the edges.
+    Scratch: js, out (BLOCK,), hw (4, BLOCK), acc (BANKS, 2N) zero between calls, eta and
+    deta (N,), tab (2N,).
     """
     n_centres = w.shape[1]
-    j0 = 1 - radius
+    shift = (wpad.shape[0] - n_centres - 1) // 2  # R - 1
+    j_last = phi.shape[1] - 2.0
     if learn:
         count[0] += 1.0
     c1 = 1.0 - b1 ** count[0]
@@ -191,21 +205,25 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_spacing,
     for g in range(bounds.shape[0] - 1):
         g_lo = bounds[g]
         g_hi = bounds[g + 1]
+        if g_hi == g_lo:
+            continue
         if learn:
-            dpad[:, :] = 0.0
-            _learn_group(key, key_prev, g_lo, g_hi, clip, inv_spacing, n_centres, a, j0, table,
-                         mpad, dpad, normalized_signal, blk)
+            j_lo, j_hi = _node_range(key_prev, g_lo, g_hi, clip, inv_step, j_last)
+            _deposit_group(key, key_prev, g_lo, g_hi, clip, inv_step, j_last, acc, js, hw)
+            dpad[:] = 0.0
+            _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, eta, deta, dpad)  # eta, deta: scratch here
             inv_d = 1.0 / (g_hi - g_lo)
             for k in range(n_centres):
-                kp = k - j0
-                d = (dpad[0, kp] + dpad[1, kp] + dpad[2, kp] + dpad[3, kp]) * inv_d
+                d = dpad[k + shift] * inv_d
                 if meta_kind == META_ADAM:
                     w_m[g, k] = b1 * w_m[g, k] + (1.0 - b1) * d
                     w_v[g, k] = b2 * w_v[g, k] + (1.0 - b2) * d * d
                     d = (w_m[g, k] / c1) / (math.sqrt(w_v[g, k] / c2) + eps)
                 w[g, k] = min(w_hi, max(w_lo, w[g, k] + beta * d))
         for k in range(n_centres):
-            wpad[k - j0] = w[g, k]
-        eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip, inv_spacing, n_centres, a,
-                                 j0, table, wpad, mpad, blk)
+            wpad[k + shift] = w[g, k]
+        j_lo, j_hi = _node_range(key, g_lo, g_hi, clip, inv_step, j_last)
+        _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab)
+        eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip, inv_step, j_last, tab,
+                                 w_lo, w_hi, js, hw, out)
         eta_mean[g] = eta_sum / (g_hi - g_lo)

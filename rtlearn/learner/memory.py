@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -16,15 +17,19 @@ from ..kernels import memory as K
 from .transform import Transform
 
 
-TABLE_BINS = 256  # Q of the tabulated kernel (rtlearn.kernels.memory)
+MAX_NODES_PER_CELL = 1024
+INTERPOLATION_FLOOR = 1e-11  # below this, G would grow past what a step can tabulate
 
 
 @dataclass(frozen=True)
 class MemoryConfig:
     """Settings of one memory per parameter group.
 
-    `truncation` bounds the kernel mass skipped per coordinate (eq. M1 window): the radius R
-    is the smallest with exp(-a R^2 / 2) <= truncation, a = (spacing / width)^2.
+    `truncation` sets the accuracy of the fast evaluation: the window radius R is the
+    smallest with exp(-a R^2 / 2) <= truncation (a = (spacing / width)^2), and the node
+    tables get the fewest nodes per spacing G whose interpolation error is at most
+    max(truncation, 1e-11).
+    `error_bound` then bounds |eta_fast - eta_exact| / ptp(w) over every key (see node_tables).
     """
 
     lr0: float = 1e-3            # eta_0: every local rate starts here
@@ -56,10 +61,10 @@ class MemoryConfig:
                 raise ValueError(f"memory {name} must be > 0, got {getattr(self, name)}")
         if self.meta not in ("gd", "adam"):
             raise ValueError(f"memory meta must be 'gd' or 'adam', got {self.meta!r}")
-        if self.a * (self.radius + 1) / TABLE_BINS > 0.15:
-            raise ValueError("memory width_ratio too small for the tabulated kernel (>= 0.2)")
         if not 0 < self.rate_min <= self.lr0 <= self.rate_max:
             raise ValueError("memory needs 0 < rate_min <= lr0 <= rate_max")
+        if not self.truncation >= 1e-15:
+            raise ValueError(f"memory truncation must be >= 1e-15, got {self.truncation}")
 
     @property
     def spacing(self) -> float:
@@ -76,6 +81,116 @@ class MemoryConfig:
     def centres(self) -> np.ndarray:
         return np.linspace(-self.clip, self.clip, self.n_centres)
 
+    @property
+    def error_bound(self) -> float:
+        """E: |eta_fast(x) - eta_exact(x)| <= E * ptp(w) / 2 for every key x."""
+        return node_tables(self).error_bound
+
+
+@dataclass(frozen=True)
+class NodeTables:
+    """What rtlearn.kernels.memory interpolates: values and (node-step) derivatives of the
+    rate weights phi_k = psi_k / sum psi and of the signal weights (psi_k, or phi_k when
+    normalized) of the 2R window centres at N = (K - 1) G + 1 nodes, shape (2R, N)."""
+
+    per_cell: int
+    phi: np.ndarray
+    dphi: np.ndarray
+    psi: np.ndarray
+    dpsi: np.ndarray
+    error_bound: float     # max over x of sum_k |phi_fast_k(x) - phi_k(x)| (eq. M2)
+    signal_bound: float    # max over x, k of |psi_fast_k(x) - psi_k(x)| (eq. M4)
+
+
+def _window_tables(cfg: MemoryConfig, per_cell: int):
+    """Exact (truncated-window) weights and d/dt at the nodes, t in node steps."""
+    n_c, radius, a = cfg.n_centres, cfg.radius, cfg.a
+    j = np.arange((n_c - 1) * per_cell + 1)
+    k = (j // per_cell)[None, :] + (1 - radius) + np.arange(2 * radius)[:, None]
+    d = j[None, :] / per_cell - k
+    psi = np.where((k >= 0) & (k < n_c), np.exp(-0.5 * a * d * d), 0.0)
+    dpsi = -a * d * psi
+    total, dtotal = psi.sum(axis=0), dpsi.sum(axis=0)
+    phi = psi / total
+    dphi = (dpsi - phi * dtotal) / total
+    return phi, dphi / per_cell, psi, dpsi / per_cell, k
+
+
+def _interpolation_errors(cfg: MemoryConfig, per_cell: int, tables, samples: int = 16):
+    """Dense check of the Hermite interpolants against every centre, no truncation:
+    (max_x sum_k |phi~_k - phi_k|, max_x,k |sig~_k - sig_k|, the same two without truncation)."""
+    phi, dphi, psi, dpsi, k = tables
+    n_c, a = cfg.n_centres, cfg.a
+    sig, dsig = (phi, dphi) if cfg.normalized_signal else (psi, dpsi)
+    n_nodes = phi.shape[1]
+    dense = np.zeros((4, n_nodes, n_c))
+    cols = np.clip(k, 0, n_c - 1)
+    rows = np.broadcast_to(np.arange(n_nodes)[None, :], k.shape)
+    for i, tab in enumerate((phi, dphi, sig, dsig)):
+        np.add.at(dense[i], (rows, cols), tab)  # out-of-range centres carry zero weight
+    t = (np.arange(samples) + 0.5) / samples
+    g = 1.0 - t
+    h = np.stack([g * g * (1 + 2 * t), t * g * g, t * t * (3 - 2 * t), -t * t * g])  # (4, S)
+    worst = np.zeros(4)
+    centres = np.arange(n_c)
+    for lo in range(0, n_nodes - 1, 1024):
+        jj = np.arange(lo, min(lo + 1024, n_nodes - 1))
+        p = (jj[:, None] + t[None, :]) / per_cell                         # (J, S)
+        psi_full = np.exp(-0.5 * a * (p[..., None] - centres) ** 2)       # (J, S, K)
+        phi_full = psi_full / psi_full.sum(axis=-1, keepdims=True)
+        sig_full = phi_full if cfg.normalized_signal else psi_full
+        cell = (jj // per_cell)[:, None, None]
+        kk = centres[None, None, :]
+        inwin = (kk >= cell + 1 - cfg.radius) & (kk <= cell + cfg.radius)
+        psi_tr = np.where(inwin, psi_full, 0.0)
+        phi_tr = psi_tr / psi_tr.sum(axis=-1, keepdims=True)
+        sig_tr = phi_tr if cfg.normalized_signal else psi_tr
+
+        def interp(v, dv):
+            return (h[0][None, :, None] * v[jj][:, None, :] + h[1][None, :, None] * dv[jj][:, None, :]
+                    + h[2][None, :, None] * v[jj + 1][:, None, :]
+                    + h[3][None, :, None] * dv[jj + 1][:, None, :])
+
+        phi_i = interp(dense[0], dense[1])
+        sig_i = interp(dense[2], dense[3])
+        worst = np.maximum(worst, [np.abs(phi_i - phi_full).sum(-1).max(),
+                                   np.abs(sig_i - sig_full).max(),
+                                   np.abs(phi_i - phi_tr).sum(-1).max(),
+                                   np.abs(sig_i - sig_tr).max()])
+    return worst
+
+
+def node_tables(cfg: MemoryConfig) -> NodeTables:
+    """Node tables for cfg; they depend on K, the width, the truncation and the signal only."""
+    return _node_tables(replace(MemoryConfig(), n_centres=cfg.n_centres, clip=cfg.clip,
+                                width_ratio=cfg.width_ratio, truncation=cfg.truncation,
+                                normalized_signal=cfg.normalized_signal))
+
+
+@lru_cache(maxsize=16)
+def _node_tables(cfg: MemoryConfig) -> NodeTables:
+    """The fewest nodes per spacing G whose interpolation error (beside truncation) is at
+    most max(truncation, 1e-11), found by the G^-4 law of cubic Hermite interpolation and
+    checked densely against every centre."""
+    cfg.validate()
+    target = max(cfg.truncation, INTERPOLATION_FLOOR)
+    per_cell = 8
+    while True:
+        tables = _window_tables(cfg, per_cell)
+        err = _interpolation_errors(cfg, per_cell, tables)
+        interp = max(err[2], err[3])
+        if interp <= target:
+            break
+        if per_cell >= MAX_NODES_PER_CELL:
+            raise ValueError(f"memory truncation {cfg.truncation} needs more than "
+                             f"{MAX_NODES_PER_CELL} nodes per centre spacing")
+        guess = math.ceil(per_cell * (interp / target) ** 0.25 * 1.05)
+        per_cell = min(MAX_NODES_PER_CELL, max(guess, per_cell + 1))
+    phi, dphi, psi, dpsi, _ = tables
+    sig, dsig = (phi, dphi) if cfg.normalized_signal else (psi, dpsi)
+    return NodeTables(per_cell, *(np.ascontiguousarray(x) for x in (phi, dphi, sig, dsig)),
+                      float(err[0]), float(err[1]))
+
 
 def predict_rates(config: MemoryConfig, w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The full O(K) eq. M2 for one group's weights w at keys x (for plots and inspection)."""
@@ -88,16 +203,12 @@ def predict_rates(config: MemoryConfig, w: np.ndarray, x: np.ndarray) -> np.ndar
 def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
     """Rate rule: u <- eta(key) * u, the memory learning online (eqs. M1-M5)."""
     config.validate()
+    nodes = node_tables(config)
     radius = config.radius
-    a = config.a
-    f = np.arange(TABLE_BINS + 1)[:, None] / TABLE_BINS
-    table = np.exp(-0.5 * a * (np.arange(1 - radius, radius + 1)[None, :] - f) ** 2)
+    n_nodes = nodes.phi.shape[1]
     n_pad = config.n_centres + 2 * radius - 1
-    inv_spacing = 1.0 / config.spacing
+    inv_step = nodes.per_cell / config.spacing
     meta_kind = K.META_ADAM if config.meta == "adam" else K.META_GD
-
-    mpad = np.zeros(n_pad)
-    mpad[radius - 1: radius - 1 + config.n_centres] = 1.0
 
     def init(n_params: int, bounds: np.ndarray) -> dict:
         g = len(bounds) - 1
@@ -110,20 +221,29 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
             "key_prev": np.zeros(n_params),
             "learn": np.ones(1),
             # scratch, and the mean predicted rate per group for monitoring
-            "blk": np.zeros((K.BLK_ROWS, K.BLOCK)),
+            "js": np.zeros(K.BLOCK),
+            "hw": np.zeros((4, K.BLOCK)),
+            "out": np.zeros(K.BLOCK),
+            "acc": np.zeros((K.BANKS, 2 * n_nodes)),
             "wpad": np.zeros(n_pad),
-            "mpad": mpad.copy(),
-            "dpad": np.zeros((4, n_pad)),
+            "dpad": np.zeros(n_pad),
+            "eta_nodes": np.zeros(n_nodes),
+            "deta_nodes": np.zeros(n_nodes),
+            "tab": np.zeros(2 * n_nodes),
             "eta_mean": np.full(g, config.lr0),
         }
 
     def update(grad, u, key, state, bounds):
         K.memory_step(key, u, state["key_prev"], state["w"], state["w_m"], state["w_v"],
-                      state["count"], bounds, config.clip, inv_spacing, radius, a, table,
-                      config.normalized_signal, meta_kind, config.beta, config.b1, config.b2,
-                      config.eps, config.rate_min, config.rate_max, state["learn"][0] > 0,
-                      state["blk"], state["wpad"], state["mpad"],
-                      state["dpad"], state["eta_mean"])
+                      state["count"], bounds, config.clip, inv_step, nodes.per_cell, nodes.phi,
+                      nodes.dphi, nodes.psi, nodes.dpsi, meta_kind, config.beta, config.b1,
+                      config.b2, config.eps, config.rate_min, config.rate_max,
+                      state["learn"][0] > 0, state["js"], state["hw"], state["out"],
+                      state["acc"], state["wpad"], state["dpad"], state["eta_nodes"],
+                      state["deta_nodes"], state["tab"], state["eta_mean"])
 
     return Transform("memory", init, update, shared=("w", "w_m", "w_v", "count"), carry=("w",),
-                     history=("key_prev",), scratch=("blk", "wpad", "mpad", "dpad"), hyper=asdict(config))
+                     history=("key_prev",),
+                     scratch=("js", "hw", "out", "acc", "wpad", "dpad", "eta_nodes", "deta_nodes",
+                              "tab"),
+                     hyper=asdict(config))
