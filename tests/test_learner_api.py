@@ -35,6 +35,22 @@ def test_prequential_loss_falls_over_a_stream():
     assert np.mean(losses[-30:]) < 0.3 * np.mean(losses[:30])
 
 
+def test_model_copy_serves_the_model_as_it_was_while_training_goes_on():
+    learner = OnlineLearner(CFG)
+    batches = list(_batches(40))
+    for X, Y in batches[:20]:
+        learner.learn_many(X, Y)
+    x = batches[0][0][0]
+    copy = learner.model_copy()
+    frozen = learner.predict_many(x[None])[0]  # weights and normalisers of now
+    for X, Y in batches[20:]:
+        learner.learn_many(X, Y)
+    np.testing.assert_array_equal(learner.predict_one(x, copy), frozen)
+    assert not np.allclose(learner.predict_one(x), frozen)  # the live model moved on
+    learner.copy_model_into(copy)
+    np.testing.assert_array_equal(learner.predict_one(x, copy), learner.predict_one(x).copy())
+
+
 def test_learn_one_batches_exactly_like_learn_many():
     a, b = OnlineLearner(CFG), OnlineLearner(CFG)
     for X, Y in _batches(5):

@@ -57,6 +57,18 @@ class LearnerConfig:
         return cls(**d)
 
 
+@dataclass
+class ModelCopy:
+    """What a prediction needs (weights and normalisers), copied out of a learner so that
+    another thread can predict from it while the learner trains (rtlearn.service.learning)."""
+
+    theta: np.ndarray
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: np.ndarray
+    y_scale: np.ndarray
+
+
 class OnlineLearner:
     """One MLP per joint trained online; every batch is tested before it is trained on."""
 
@@ -78,14 +90,18 @@ class OnlineLearner:
         self._fill = 0
 
     # -- river-style API --------------------------------------------------------------------
-    def predict_one(self, x: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
+    def predict_one(self, x: np.ndarray, model: ModelCopy | None = None) -> np.ndarray:
         """Prediction for one sample; returns a view of an internal buffer (copy to keep it).
 
-        `params` (shape of `self.net.theta`) predicts from a serving copy of the weights while
-        another thread trains (see copy_params).
+        With `model` (from model_copy / copy_model_into) it predicts from that copy instead
+        of the live weights, so one thread can serve while another trains; only one thread
+        may call predict_one at a time.
         """
         self._x1[0] = x
-        self.net.predict_into(self._x1, self.norm, self._y1, params)
+        if model is None:
+            self.net.predict_into(self._x1, self.norm, self._y1)
+        else:
+            self.net.predict_into(self._x1, model, self._y1, model.theta)
         return self._y1[0]
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
@@ -117,8 +133,16 @@ class OnlineLearner:
         return self.learn_many(self._xb, self._yb)
 
     # -- live options and health ------------------------------------------------------------
-    def copy_params(self, out: np.ndarray) -> None:
-        np.copyto(out, self.net.theta)
+    def model_copy(self) -> ModelCopy:
+        n = self.norm
+        return ModelCopy(self.net.theta.copy(), n.x_mean.copy(), n.x_scale.copy(),
+                         n.y_mean.copy(), n.y_scale.copy())
+
+    def copy_model_into(self, out: ModelCopy) -> None:
+        """Refresh a ModelCopy in place (no allocation)."""
+        np.copyto(out.theta, self.net.theta)
+        for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
+            np.copyto(getattr(out, name), getattr(self.norm, name))
 
     def is_finite(self) -> bool:
         return bool(all_finite(self.net.theta.reshape(-1)))

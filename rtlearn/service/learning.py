@@ -42,30 +42,24 @@ class ServingModel:
     """
 
     def __init__(self, learner: OnlineLearner, context: str):
-        self._net = learner.net  # only its layer sizes and single-row scratch are used
+        # Predictions go through this learner's predict_one (its single-row buffers are used
+        # by the socket thread only); a learner swapped in later has the same shapes.
+        self._predictor = learner
         self._bufs = [self._buffer(learner) for _ in range(3)]
         self.current = self._bufs[0]
         self.reading = None
         self.frozen: dict[str, SimpleNamespace] = {}
         self.wanted = context  # set by the socket thread at a switch
-        self._x1 = np.zeros((1, learner.config.n_inputs))
-        self._y1 = np.zeros((1, learner.config.n_joints))
         self.publish(learner, context)
 
     @staticmethod
     def _buffer(learner, context: str = ""):
-        n = learner.norm
-        return SimpleNamespace(theta=learner.net.theta.copy(), x_mean=n.x_mean.copy(),
-                               x_scale=n.x_scale.copy(), y_mean=n.y_mean.copy(),
-                               y_scale=n.y_scale.copy(), context=context)
+        return SimpleNamespace(model=learner.model_copy(), context=context)
 
     def publish(self, learner: OnlineLearner, context: str) -> None:
         """Learning thread: copy the learner's active model in and make it current."""
         target = next(b for b in self._bufs if b is not self.current and b is not self.reading)
-        learner.copy_params(target.theta)
-        n = learner.norm
-        for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
-            np.copyto(getattr(target, name), getattr(n, name))
+        learner.copy_model_into(target.model)
         target.context = context
         self.current = target
 
@@ -85,10 +79,9 @@ class ServingModel:
             # switch not carried out yet: a known context's frozen model, else (a new
             # context starts from the current model) the current one
             buf = self.frozen.get(self.wanted, buf)
-        self._x1[0] = x
-        self._net.predict_into(self._x1, buf, self._y1, buf.theta)
+        y = self._predictor.predict_one(x, buf.model)
         self.reading = None
-        return self._y1[0]
+        return y
 
 
 class Job:
