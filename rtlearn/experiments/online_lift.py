@@ -38,10 +38,13 @@ TITLES = {"joint1": "first 50 batches (500 ms) of each phase, joint 1",
           "all": "first 50 batches (500 ms) of each phase, all joints",
           "attach_joint1": "first 50 batches after the payload attaches, joint 1",
           "attach_all": "first 50 batches after the payload attaches, all joints"}
-# method name -> (optimizer, residual target)
-METHODS = {"GD": ("gd", False), "MetaGD": ("metagd", False), "Adam": ("adam", False),
-           "SGD-HD": ("sgd-hd", False), "GD residual": ("gd", True),
-           "MetaGD residual": ("metagd", True)}
+# method name -> (optimizer, residual target, further LearnerConfig fields)
+# SGD-HD: the paper's beta 1e-3 diverges on raw torques (the hypergradient sums ~1e5
+# torque-scale products); per-group beta 1e-8 is the largest of 1e-4, 1e-6, 1e-8, 1e-10 (global
+# and per group) that stayed finite over trial 0's first phase at rate 3e-4 (docs/results.md).
+METHODS = {"GD": ("gd", False, {}), "MetaGD": ("metagd", False, {}), "Adam": ("adam", False, {}),
+           "SGD-HD": ("sgd-hd", False, {"hd_beta": 1e-8, "hd_per_group": True}),
+           "GD residual": ("gd", True, {}), "MetaGD residual": ("metagd", True, {})}
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 
 
@@ -74,11 +77,12 @@ def phase_data(payload: str, seed: int, max_samples: int | None = None):
 
 
 def run_sequence(optimizer: str, lr: float, reload: bool, data: list, seed: int,
-                 hidden=(128, 64, 32), first=None, keep_first=False):
+                 hidden=(128, 64, 32), first=None, keep_first=False, extra=None):
     """Prequential losses (n_batches, 7) of each phase in turn. first: a learner that already
     ran phase 1 (reload continues from it with phases 2..); keep_first: also return the
-    learner after phase 1."""
-    cfg = LearnerConfig(optimizer=optimizer, lr=lr, normalize="none", seed=seed, hidden=hidden)
+    learner after phase 1; extra: further LearnerConfig fields."""
+    cfg = LearnerConfig(optimizer=optimizer, lr=lr, normalize="none", seed=seed, hidden=hidden,
+                        **(extra or {}))
     out, prev, kept = [], first, None
     if first is not None:
         data = data[1:]
@@ -87,11 +91,24 @@ def run_sequence(optimizer: str, lr: float, reload: bool, data: list, seed: int,
         if reload and prev is not None:
             learner.set_network_state(prev.network_state())
             learner.set_memory_state(prev.memory_state(), transfer=True)
-        out.append(np.array([c.loss for c in prequential(learner, batched(X, Y, BATCH))]))
+        losses, rates = [], []
+        for c in prequential(learner, batched(X, Y, BATCH)):
+            losses.append(c.loss)
+            rates.append(layer_rates(learner, hidden) / lr)
+        out.append((np.array(losses), np.array(rates)))
         prev = learner
         if kept is None:
             kept = learner
     return (out, kept) if keep_first else out
+
+
+def layer_rates(learner: OnlineLearner, hidden) -> np.ndarray:
+    """Mean rate of each weight matrix over the joints (groups are W, b per layer per joint)."""
+    r = next(iter(learner.rates().values()))
+    per_joint = 2 * (len(hidden) + 1)
+    if r.size == 1:
+        return np.full(len(hidden) + 1, r[0])
+    return r.reshape(-1, per_joint)[:, 0::2].mean(axis=0)
 
 
 def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dict:
@@ -107,31 +124,36 @@ def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dic
     attach = [a if a is not None else next((d[3] for d in data if d[3] is not None), 0)
               for *_, a in data]
     attach_batch = [a // BATCH for a in attach]
-    early, curves = {}, {}
-    for name, (opt, residual) in methods.items():
+    early, curves, rate_curves = {}, {}, {}
+    for name, (opt, residual, extra) in methods.items():
         seqs = [(X, R if residual else T) for X, T, R, _ in data]
         first_phase, first_learner = {}, {}
         for reload in (False, True):
             key = f"{name} {'reload' if reload else 'noreload'}"
-            early[key], curves[key] = {}, []
+            early[key], curves[key], rate_curves[key] = {}, [], []
             for lr in lrs:
                 if reload:  # phase 1 of reload is phase 1 of noreload: reuse it
-                    losses = [first_phase[lr]] + run_sequence(opt, lr, reload, seqs, seed,
-                                                              hidden, first=first_learner[lr])
+                    runs = [first_phase[lr]] + run_sequence(opt, lr, reload, seqs, seed,
+                                                            hidden, first=first_learner[lr],
+                                                            extra=extra)
                 else:
-                    losses, learners = run_sequence(opt, lr, reload, seqs, seed, hidden,
-                                                    keep_first=True)
-                    first_phase[lr] = losses[0]
+                    runs, learners = run_sequence(opt, lr, reload, seqs, seed, hidden,
+                                                  keep_first=True, extra=extra)
+                    first_phase[lr] = runs[0]
                     first_learner[lr] = learners
+                losses, rates = [l for l, _ in runs], [r for _, r in runs]
                 early[key][f"{lr:g}"] = {
                     p: {"joint1": float(l[:EARLY, 0].mean()), "all": float(l[:EARLY].mean()),
                         "attach_joint1": float(l[b:b + EARLY, 0].mean()),
                         "attach_all": float(l[b:b + EARLY].mean())}
                     for p, l, b in zip(PHASES, losses, attach_batch)}
                 curves[key].append(np.concatenate([l[:, 0] for l in losses]))
+                rate_curves[key].append(np.concatenate(rates))
             curves[key] = np.mean(curves[key], axis=0)
+            rate_curves[key] = np.mean(rate_curves[key], axis=0)
     return {"seed": seed, "lrs": [float(x) for x in lrs], "early": early, "attach": attach,
-            "boundaries": [len(d[0]) // BATCH for d in data], "_curves": curves}
+            "boundaries": [len(d[0]) // BATCH for d in data], "_curves": curves,
+            "_rates": rate_curves}
 
 
 def _nanmean(xs):
@@ -165,9 +187,10 @@ def summarize(trials: list[dict]) -> dict:
     with warnings.catch_warnings():  # a method whose every run diverged averages to NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         curves = {k: np.nanmean([t["_curves"][k][:n] for t in trials], axis=0) for k in keys}
+        rates = {k: np.nanmean([t["_rates"][k][:n] for t in trials], axis=0) for k in keys}
     return {"trials": len(trials), "lrs": lrs, "early_batches": EARLY, "table": table,
             "ratio_metagd_over_gd": ratios, "boundaries": trials[0]["boundaries"],
-            "_curves": curves}
+            "_curves": curves, "_rates": rates}
 
 
 def table(summary: dict) -> str:
@@ -237,4 +260,29 @@ def plots(trials: list[dict], summary: dict, directory: str) -> list[str]:
     path = os.path.join(directory, "online_lift_convergence.png")
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [path]
+    return [path, _plot_rates(plt, summary, directory)]
+
+
+def _plot_rates(plt, summary, directory):
+    """What the memory predicts: mean rate per weight matrix / base rate, over the phases."""
+    keys = [k for k in ("MetaGD noreload", "MetaGD reload") if k in summary["_rates"]]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(10, 3.6), sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        r = summary["_rates"][key]
+        t = np.arange(len(r)) * BATCH / 1000.0
+        for layer in range(r.shape[1]):
+            ax.semilogy(t, r[:, layer], lw=1.1, label=f"W{layer + 1}")
+        edge = 0
+        for b in summary["boundaries"]:
+            edge += b
+            ax.axvline(edge * BATCH / 1000.0, color="k", lw=0.6)
+        ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+        ax.set_title(key)
+        ax.set_xlabel("time (s), phases no object -> light -> heavy")
+    axes[0][0].set_ylabel("mean predicted rate / base rate")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(directory, "online_lift_rates.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
