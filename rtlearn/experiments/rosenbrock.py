@@ -75,6 +75,19 @@ def run_one(problem: Problem, max_iters: int = MAX_ITERS, tol: float = TOL) -> d
             "curve": np.array(curve), "path": np.array(problem.path)}
 
 
+def sensitivity(truncations=(1e-7, 1e-9, 1e-11, 1e-13), start=START) -> dict:
+    """Iterations of MetaGD runs 1 and 2 with the memory evaluated at each accuracy
+    (docs/results.md: the counts are chaotic in the rates)."""
+    out = {}
+    for t in truncations:
+        mem = MemoryConfig.authors(truncation=t)
+        run1 = Problem("metagd-memadam", start, mem=mem)
+        n1 = run_one(run1)["iterations"]
+        n2 = run_one(Problem("metagd-memadam", start, run1.memory_state(), mem=mem))["iterations"]
+        out[t] = (n1, n2)
+    return out
+
+
 def start_point(seed: int):
     if seed == 0:
         return START
