@@ -183,13 +183,22 @@ def summarize(trials: list[dict]) -> dict:
             g, m = table.get(f"GD {variant}", {}).get(p), table.get(f"MetaGD {variant}", {}).get(p)
             if g and m:
                 ratios[f"{variant} {p}"] = {k: m[k] / g[k] for k in METRICS}
-    n = min(len(t["_curves"][keys[0]]) for t in trials)
+    # Trials' phases differ in length: average phase by phase, each cut to its shortest.
+    lengths = [min(t["boundaries"][p] for t in trials) for p in range(len(PHASES))]
+
+    def phase_mean(field, key):
+        parts = []
+        for p, n in enumerate(lengths):
+            rows = [t[field][key][sum(t["boundaries"][:p]):][:n] for t in trials]
+            parts.append(np.nanmean(rows, axis=0))
+        return np.concatenate(parts)
+
     with warnings.catch_warnings():  # a method whose every run diverged averages to NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        curves = {k: np.nanmean([t["_curves"][k][:n] for t in trials], axis=0) for k in keys}
-        rates = {k: np.nanmean([t["_rates"][k][:n] for t in trials], axis=0) for k in keys}
+        curves = {k: phase_mean("_curves", k) for k in keys}
+        rates = {k: phase_mean("_rates", k) for k in keys}
     return {"trials": len(trials), "lrs": lrs, "early_batches": EARLY, "table": table,
-            "ratio_metagd_over_gd": ratios, "boundaries": trials[0]["boundaries"],
+            "ratio_metagd_over_gd": ratios, "boundaries": lengths,
             "_curves": curves, "_rates": rates}
 
 
