@@ -5,11 +5,13 @@ from rtlearn.experiments import digits
 
 def test_digits_quick_trial():
     trial = digits.run_trial(0, quick=True)
-    assert len(trial["results"]) == len(digits.VARIANTS) * len(digits.TASKS)
+    with_l2l = trial["l2l"] is None
+    assert len(trial["results"]) == (len(digits.VARIANTS) + with_l2l) * len(digits.TASKS)
     for r in trial["results"].values():
         assert 0.5 < r["accuracy"] <= 1.0  # better than chance after 100 batches
     text = digits.table(digits.summarize([trial]))
-    assert "MetaGD carried memory" in text and "| 0.01 |" in text
+    assert "MetaGDMemAdam carried" in text and "| 0.01 |" in text
+    assert (digits.L2L in text) if with_l2l else ("L2L skipped" in text)
 
 
 def test_digits_loss_falls():

@@ -3,16 +3,19 @@
 Three binary tasks in sequence: 0 vs 1, 2 vs 3, 4 vs 5 (labels {0, 1}); one MLP (64-32-1, ReLU,
 `loss="logistic"`, `n_joints=1`) through `OnlineLearner`, batches of 10 drawn from shuffled
 epochs over the task's training half, evaluated prequentially. Each task starts from a fresh
-network; the variants differ in the learning rates:
-  GD                         constant base rate
-  MetaGD fresh memory        a new memory for every task ("metagd-memadam" with the authors'
-                             memory defaults, `MemoryConfig.authors()`: the memory learns by
-                             Adam at 1e-3; plain MetaGD at beta 1e-3 barely moves here)
-  MetaGD carried memory      the memory of the previous task (`set_memory_state(transfer=True)`)
+network; the variants (VARIANTS: label -> optimizer, memory carried) differ in the rates:
+  GD, Adam, SGD-HD           no memory (SGD-HD: one hypergradient rate, Baydin et al.)
+  MetaGD                     memory on GD, trained by GD at beta 1e-3
+  MetaGDMemAdam              memory on GD, trained by Adam at 1e-3 (the authors' defaults,
+                             `MemoryConfig.authors()`)
+  Adam+memory                memory on Adam (indexed by Adam's first moment), trained by Adam
+each memory variant "fresh" (a new memory per task) or "carried" (the previous task's memory,
+`set_memory_state(transfer=True)`). L2L (a meta-trained LSTM optimizer, rtlearn.experiments.l2l)
+is added when torch is importable, else skipped with a message.
 Metric: batches until the running mean of the last 10 prequential losses is below TOL (cap
-MAX_STEPS), per task and base rate (the paper's "iterations to threshold vs initial rate"),
-plus held-out accuracy at the end. Trial seed s shuffles the split and the batch order and
-initialises the networks.
+MAX_STEPS), per task and base rate over four decades (the paper's "iterations to threshold vs
+initial rate"), plus held-out accuracy at the end. Trial seed s shuffles the split and the
+batch order and initialises the networks.
 """
 
 from __future__ import annotations
@@ -28,12 +31,23 @@ from .evaluate import prequential
 
 DEFAULT_TRIALS = 5
 TASKS = ((0, 1), (2, 3), (4, 5))
-LRS = (1e-3, 1e-2, 1e-1)
+LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 TOL = 0.1
 WINDOW = 10
 MAX_STEPS = 2000
 BATCH = 10
-VARIANTS = ("GD", "MetaGD fresh memory", "MetaGD carried memory")
+VARIANTS = {
+    "GD": ("gd", False),
+    "Adam": ("adam", False),
+    "SGD-HD": ("sgd-hd", False),
+    "MetaGD fresh": ("metagd", False),
+    "MetaGD carried": ("metagd", True),
+    "MetaGDMemAdam fresh": ("metagd-memadam", False),
+    "MetaGDMemAdam carried": ("metagd-memadam", True),
+    "Adam+memory fresh": ("adam-memadam", False),
+    "Adam+memory carried": ("adam-memadam", True),
+}
+L2L = "L2L (LSTM, meta-trained)"
 
 
 def task_data(pair, seed):
@@ -73,26 +87,34 @@ def run_task(learner, data, seed, max_steps):
     return {"steps": len(curve) if reached else None, "accuracy": acc, "curve": np.array(curve)}
 
 
+def _record(out, label, lr, pair, r):
+    out["results"][f"{label}|{lr}|{pair[0]}v{pair[1]}"] = {"steps": r["steps"],
+                                                          "accuracy": r["accuracy"]}
+
+
 def run_trial(seed: int, quick: bool = False) -> dict:
+    from . import l2l
     max_steps = 100 if quick else MAX_STEPS
-    lrs = LRS[1:2] if quick else LRS
+    lrs = LRS[2:3] if quick else LRS
     tasks = [task_data(p, seed) for p in TASKS]
-    out = {"seed": seed, "results": {}}
+    out = {"seed": seed, "results": {}, "l2l": l2l.available()}
     for lr in lrs:
-        for variant in VARIANTS:
-            opt = "gd" if variant == "GD" else "metagd-memadam"
+        for label, (opt, carried) in VARIANTS.items():
             cfg = LearnerConfig(n_joints=1, n_inputs=64, hidden=(32,), loss="logistic",
                                 optimizer=opt, lr=lr, normalize="none", seed=seed,
                                 memory=MemoryConfig.authors())
             memory = None
             for pair, data in zip(TASKS, tasks):
                 learner = OnlineLearner(cfg)
-                if variant == "MetaGD carried memory" and memory is not None:
+                if carried and memory is not None:
                     learner.set_memory_state(memory, transfer=True)
-                r = run_task(learner, data, seed, max_steps)
+                _record(out, label, f"{lr:g}", pair, run_task(learner, data, seed, max_steps))
                 memory = learner.memory_state()
-                out["results"][f"{variant}|{lr:g}|{pair[0]}v{pair[1]}"] = {
-                    "steps": r["steps"], "accuracy": r["accuracy"]}
+    if out["l2l"] is None:  # the LSTM has no base rate: one row
+        trained = l2l.meta_train(seed, quick=quick)
+        out["l2l_meta_seconds"] = trained["seconds"]
+        for pair, data in zip(TASKS, tasks):
+            _record(out, L2L, "-", pair, l2l.run_task(trained, data, seed, max_steps))
     return out
 
 
@@ -106,20 +128,20 @@ def summarize(trials):
                    "not_reached": len(steps) - len(reached),
                    "accuracy": float(np.mean([t["results"][k]["accuracy"] for t in trials]))}
     return {"trials": len(trials), "tol": TOL, "window": WINDOW, "max_steps": MAX_STEPS,
-            "rows": rows}
+            "rows": rows, "l2l_skipped": trials[0]["l2l"]}
 
 
 def table(summary):
     rows = summary["rows"]
-    lrs = sorted({k.split("|")[1] for k in rows}, key=float)
+    lrs = _rates(rows)
     tasks = [f"{a}v{b}" for a, b in TASKS]
     out = [f"Batches of 10 until the mean of the last {summary['window']} prequential logistic "
            f"losses < {summary['tol']} (cap {summary['max_steps']}; [n] = trials not reaching "
            f"it), held-out accuracy; mean over {summary['trials']} trials", "",
            "| base rate | variant | " + " | ".join(tasks) + " | accuracy (3 tasks) |",
            "|---|---|" + "---|" * (len(tasks) + 1)]
-    for lr in lrs:
-        for v in VARIANTS:
+    for lr in lrs + ["-"]:
+        for v in [*VARIANTS, L2L]:
             cells, accs = [], []
             for t in tasks:
                 r = rows.get(f"{v}|{lr}|{t}")
@@ -130,9 +152,16 @@ def table(summary):
                     s += f" [{r['not_reached']}]"
                 cells.append(s)
                 accs.append(r["accuracy"])
-            out.append(f"| {lr} | {v} | " + " | ".join(cells) + " | "
-                       + " / ".join(f"{a:.3f}" for a in accs) + " |")
+            if cells:
+                out.append(f"| {lr} | {v} | " + " | ".join(cells) + " | "
+                           + " / ".join(f"{a:.3f}" for a in accs) + " |")
+    if summary.get("l2l_skipped"):
+        out += ["", summary["l2l_skipped"]]
     return "\n".join(out)
+
+
+def _rates(rows):
+    return sorted({k.split("|")[1] for k in rows} - {"-"}, key=float)
 
 
 def plots(trials, summary, directory):
@@ -140,16 +169,24 @@ def plots(trials, summary, directory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = summary["rows"]
-    lrs = sorted({k.split("|")[1] for k in rows}, key=float)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), sharey=True)
+    lrs = _rates(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    cap = summary["max_steps"]
     for ax, (a, b) in zip(axes, TASKS):
         for v in VARIANTS:
-            ys = [rows[f"{v}|{lr}|{a}v{b}"]["mean_steps"] or np.nan for lr in lrs]
-            ax.semilogx([float(x) for x in lrs], ys, "o-", label=v)
+            # a rate at which some trial never reached the threshold is drawn at the cap
+            ys = [cap if rows[f"{v}|{lr}|{a}v{b}"]["not_reached"] else
+                  rows[f"{v}|{lr}|{a}v{b}"]["mean_steps"] for lr in lrs]
+            ax.loglog([float(x) for x in lrs], ys, "o-" if "carried" in v else "s--",
+                      label=v, alpha=0.85)
+        l2l_row = rows.get(f"{L2L}|-|{a}v{b}")
+        if l2l_row and not l2l_row["not_reached"]:
+            ax.axhline(l2l_row["mean_steps"], color="k", lw=1, ls=":", label=L2L)
+        ax.axhline(cap, color="grey", lw=0.5)
         ax.set_title(f"task {a} vs {b}")
         ax.set_xlabel("base learning rate")
-    axes[0].set_ylabel(f"batches to loss < {summary['tol']}")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel(f"batches to loss < {summary['tol']} (cap {cap}: not reached)")
+    axes[0].legend(fontsize=6)
     fig.tight_layout()
     path = os.path.join(directory, "digits_steps_vs_rate.png")
     fig.savefig(path, dpi=120)
