@@ -118,6 +118,29 @@ def run_trial(seed: int, quick: bool = False) -> dict:
     return out
 
 
+def gradient_scale(seed: int = 0, steps: int = 200, lr: float = 1e-3) -> dict:
+    """Why plain MetaGD barely moves here (docs/results.md): the size of the gradients and of
+    the memory's signal |g_t g_t-1| on task 0v1, and the mean predicted rate of each group
+    (W1, b1, W2, b2) over the base rate after `steps` batches."""
+    data = task_data(TASKS[0], seed)
+    learner = OnlineLearner(LearnerConfig(n_joints=1, n_inputs=64, hidden=(32,), loss="logistic",
+                                          optimizer="metagd", lr=lr, normalize="none", seed=seed,
+                                          memory=MemoryConfig.authors()))
+    batches, prev, g_med, s_med, zero = stream(data[0], data[1], seed), None, [], [], []
+    for _ in range(steps):
+        learner.learn_many(*next(batches))
+        g = learner.net.grad.ravel().copy()
+        zero.append(np.mean(g == 0))
+        if prev is not None:
+            s = np.abs(g * prev)
+            g_med.append(np.median(np.abs(g[g != 0])))
+            s_med.append(np.median(s[s > 0]))
+        prev = g
+    return {"median_abs_grad_nonzero": float(np.median(g_med)), "fraction_zero": float(np.mean(zero)),
+            "median_signal_nonzero": float(np.median(s_med)),
+            "mean_rate_over_base_per_group": (learner.rates()["memory"] / lr).round(3).tolist()}
+
+
 def summarize(trials):
     keys = list(trials[0]["results"])
     rows = {}
