@@ -39,8 +39,8 @@ def _trial(name: str, seed: int, quick: bool, options: dict) -> dict:
 def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool = False,
                workers: int | None = None, progress=sys.stderr,
                options: dict | None = None) -> list[dict]:
-    """All trials of an experiment, ordered by seed; prints one progress line per finished
-    trial to `progress` (None: silent)."""
+    """All trials of an experiment, ordered by seed; prints a progress bar line per finished
+    trial, with the time left estimated from the trials done, to `progress` (None: silent)."""
     mod = experiment_module(name)
     options = options or {}
     n = mod.DEFAULT_TRIALS if trials is None else int(trials)
@@ -51,8 +51,11 @@ def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool 
 
     def report(s):
         if progress is not None:
-            print(f"[{name}] trial seed {s} done ({len(results)}/{n}, "
-                  f"{time.perf_counter() - t0:.1f} s)", file=progress, flush=True)
+            done, elapsed = len(results), time.perf_counter() - t0
+            bar = "#" * round(20 * done / n) + "-" * (20 - round(20 * done / n))
+            left = f", ~{elapsed / done * (n - done):.0f} s left" if done < n else ""
+            print(f"[{name}] [{bar}] {done}/{n} trials (seed {s} done), {elapsed:.1f} s{left}",
+                  file=progress, flush=True)
 
     if workers <= 1:
         for s in seeds:
