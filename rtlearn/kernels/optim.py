@@ -71,3 +71,11 @@ def all_finite(x):
         if not math.isfinite(x[i]):
             return False
     return True
+
+
+@njit(**JIT)
+def copy_into(dst, src):
+    """dst <- src (flat). No equation: a copy that does not hold the GIL, for the serving copy
+    the daemon refreshes after every step while its socket thread runs."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from ..kernels.optim import all_finite
+from ..kernels.optim import all_finite, copy_into
 from .memory import MemoryConfig
 from .network import MLPStack, Normalizer
 from .optim import OPTIMIZERS, make_optimizer
@@ -139,8 +139,8 @@ class OnlineLearner:
                          n.y_mean.copy(), n.y_scale.copy())
 
     def copy_model_into(self, out: ModelCopy) -> None:
-        """Refresh a ModelCopy in place (no allocation)."""
-        np.copyto(out.theta, self.net.theta)
+        """Refresh a ModelCopy in place (no allocation; the weights without holding the GIL)."""
+        copy_into(out.theta.reshape(-1), self.net.theta.reshape(-1))
         for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
             np.copyto(getattr(out, name), getattr(self.norm, name))
 

@@ -27,7 +27,7 @@ from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
 
-NICE = 10  # the learning thread's niceness (Linux: per thread)
+NICE = 10  # the learning thread's niceness where SCHED_IDLE is not available
 
 
 class ServingModel:
@@ -139,10 +139,16 @@ class LearningWorker(threading.Thread):
 
     # -- the thread -------------------------------------------------------------------------
     def run(self) -> None:
-        try:  # on a busy machine the per-packet path gets the CPU first
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        # The per-packet path gets the CPU first: SCHED_IDLE (Linux, per thread) runs this
+        # thread only when no other wants the core and lets any wakeup preempt it at once;
+        # elsewhere a niceness. (30 s serve bench: inside-daemon p99 0.30 vs 0.34 ms at nice 10.)
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
-            pass
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+            except (AttributeError, OSError):
+                pass
         while (job := self._jobs.get()) is not None:
             if isinstance(job, Job):
                 try:
