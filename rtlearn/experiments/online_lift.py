@@ -44,6 +44,7 @@ TITLES = {"joint1": "first 50 batches (500 ms) of each phase, joint 1",
 # and per group) that stayed finite over trial 0's first phase at rate 3e-4 (docs/results.md).
 METHODS = {"GD": ("gd", False, {}), "MetaGD": ("metagd", False, {}), "Adam": ("adam", False, {}),
            "SGD-HD": ("sgd-hd", False, {"hd_beta": 1e-8, "hd_per_group": True}),
+           "Adam-HD": ("adam-hd", False, {}), "MetaGDMemAdam": ("metagd-memadam", False, {}),
            "GD residual": ("gd", True, {}), "MetaGD residual": ("metagd", True, {})}
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 
