@@ -22,3 +22,10 @@ def test_digits_loss_falls():
                                           normalize="none"))
     r = digits.run_task(learner, data, 0, 60)
     assert np.mean(r["curve"][-10:]) < np.mean(r["curve"][:10])
+
+
+def test_gradient_scale_reports_the_small_signal_of_plain_metagd():
+    r = digits.gradient_scale(steps=20)
+    assert 0 < r["median_signal_nonzero"] < r["median_abs_grad_nonzero"] < 1
+    assert 0 < r["fraction_zero"] < 1
+    assert len(r["mean_rate_over_base_per_group"]) == 4

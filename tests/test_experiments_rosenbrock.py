@@ -51,3 +51,9 @@ def test_experiment_command_quick(tmp_path, capsys):
     row = d["summary"]["rows"][0]
     assert set(rosenbrock.RUNS) <= set(row)
     assert (tmp_path / "rosenbrock_convergence.png").exists()
+
+
+def test_sensitivity_gives_both_runs_per_accuracy():
+    out = rosenbrock.sensitivity(truncations=(1e-11,))
+    n1, n2 = out[1e-11]
+    assert n1 is not None and n2 is not None and n1 > 0 and n2 > 0
