@@ -1,0 +1,44 @@
+"""The memory kernel never indexes out of its tables, whatever the keys (NaN, inf, the clip
+edges, huge values), and stays finite: checked with numba's bounds checking switched on in a
+fresh subprocess (the kernels themselves are compiled without it)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from rtlearn.learner import MemoryConfig, chain, clip, memory
+    for cfg in (MemoryConfig(), MemoryConfig(normalized_signal=True, meta="adam"),
+                MemoryConfig(n_centres=7, width_ratio=1.5, clip=2.0)):
+        C = cfg.clip
+        edge = [np.nan, np.inf, -np.inf, C, -C, np.nextafter(C, 0), np.nextafter(-C, 0),
+                1e300, -1e300, 0.0, 5e-324, -5e-324]
+        rng = np.random.default_rng(0)
+        n = 3000
+        bounds = np.array([0, 1, 1, 700, n])  # a one-coordinate and an empty group too
+        opt = chain(memory(cfg))  # no gradient clip: the memory sees the raw keys
+        st = opt.init(n, bounds)
+        theta = np.zeros(n)
+        for step in range(6):
+            g = rng.normal(scale=C, size=n)
+            g[:len(edge)] = np.roll(edge, step)
+            g[-len(edge):] = np.roll(edge, -step)
+            opt.step(theta, g, st)
+            s = st.states[-1]
+            assert np.isfinite(s["w"]).all()
+            assert (s["w"] >= cfg.rate_min).all() and (s["w"] <= cfg.rate_max).all()
+            assert np.isfinite(s["key_prev"]).all() and (np.abs(s["key_prev"]) <= C).all()
+            ok = np.isfinite(g)
+            assert np.isfinite(st.u[ok]).all()
+    print("ok")
+""")
+
+
+def test_memory_kernel_stays_in_bounds_on_edge_keys(tmp_path):
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith("ok")
