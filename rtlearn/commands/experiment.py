@@ -19,6 +19,8 @@ def add_arguments(p):
                    help="worker processes (default min(trials, cpu count))")
     p.add_argument("--methods", help="online-lift: comma-separated methods (GD, MetaGD, Adam, "
                    "SGD-HD, 'GD residual', 'MetaGD residual') or 'all'; default GD,MetaGD")
+    p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
+                   "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR")
 
@@ -43,7 +45,19 @@ def run(args) -> int:
     if args.methods and args.name != "online-lift":
         print("--methods applies to online-lift only", file=sys.stderr)
         return 2
+    if args.mnist and args.name != "digits":
+        print("--mnist applies to digits only", file=sys.stderr)
+        return 2
     options = {"methods": args.methods} if args.methods else {}
+    if args.mnist:
+        from rtlearn.experiments.digits import read_mnist
+        try:  # check the files before any worker starts
+            for part in ("train", "test"):
+                read_mnist(args.mnist, part)
+        except (OSError, ValueError) as e:
+            print(f"rtlearn experiment digits: {e}", file=sys.stderr)
+            return 2
+        options["mnist"] = args.mnist
     result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
                             args.plots, options=options)
     out = sys.stderr if args.json == "-" else sys.stdout  # with --json - the JSON owns stdout

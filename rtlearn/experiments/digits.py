@@ -20,8 +20,11 @@ batch order and initialises the networks.
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections import deque
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -50,19 +53,78 @@ VARIANTS = {
 L2L = "L2L (LSTM, meta-trained)"
 
 
-def task_data(pair, seed):
+def task_data(pair, seed, mnist: str | None = None):
+    """(Xtr, ytr, Xte, yte) of the binary task `pair` (label 1 = pair[1]), pixels in [0, 1].
+    scikit-learn's 8x8 digits, halved into train and held-out after a seeded shuffle; or, with
+    `mnist` (a directory of the IDX files), MNIST's training and test sets (784 inputs)."""
+    rng = np.random.default_rng([seed, pair[0]])
+    if mnist is not None:
+        parts = []
+        for part in ("train", "test"):
+            X, labels = read_mnist(mnist, part)
+            keep = np.isin(labels, pair)
+            X, y = X[keep], (labels[keep] == pair[1]).astype(np.float64)[:, None]
+            order = rng.permutation(len(X))
+            parts += [X[order], y[order]]
+        return tuple(parts)
     from sklearn.datasets import load_digits
     d = load_digits()
     keep = np.isin(d.target, pair)
     X = d.data[keep] / 16.0
     y = (d.target[keep] == pair[1]).astype(np.float64)[:, None]
-    order = np.random.default_rng([seed, pair[0]]).permutation(len(X))
+    order = rng.permutation(len(X))
     X, y = X[order], y[order]
     half = len(X) // 2
     return X[:half], y[:half], X[half:], y[half:]
 
 
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _mnist_path(directory: str, stem: str) -> Path:
+    # the files circulate as "train-images-idx3-ubyte" and "train-images.idx3-ubyte", gzipped or not
+    base = Path(directory)
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            if (base / (name + suffix)).is_file():
+                return base / (name + suffix)
+    raise FileNotFoundError(f"MNIST: no {stem}[.gz] in {directory}")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format: two zero bytes, type 0x08 = uint8, rank, big-endian int32
+    sizes, then the data), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0:
+        raise ValueError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex() or 'missing'})")
+    rank = raw[3]
+    shape = tuple(int(n) for n in np.frombuffer(raw, ">i4", count=rank, offset=4)) \
+        if len(raw) >= 4 + 4 * rank else None
+    if shape is None or len(raw) != 4 + 4 * rank + int(np.prod(shape)):
+        raise ValueError(f"{path}: size does not match its header {shape}")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * rank).reshape(shape)
+
+
+@lru_cache(maxsize=4)
+def read_mnist(directory: str, part: str):
+    """(images (n, 784) in [0, 1], labels (n,)) of MNIST's "train" or "test" set."""
+    images, labels = (read_idx(_mnist_path(directory, stem)) for stem in MNIST_FILES[part])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"MNIST {part} set in {directory}: images {images.shape} and labels "
+                         f"{labels.shape} do not pair up")
+    return images.reshape(len(images), -1) / 255.0, labels
+
+
 def stream(X, y, seed):
+    """Batches of BATCH from shuffled epochs over (X, y), forever."""
+    if len(X) < BATCH:  # else the epochs would be empty and the loop would spin
+        raise ValueError(f"a task needs at least {BATCH} training samples, got {len(X)}")
     rng = np.random.default_rng([seed, 99])
     while True:
         order = rng.permutation(len(X))
@@ -92,17 +154,18 @@ def _record(out, label, lr, pair, r):
                                                           "accuracy": r["accuracy"]}
 
 
-def run_trial(seed: int, quick: bool = False) -> dict:
+def run_trial(seed: int, quick: bool = False, mnist: str | None = None) -> dict:
     from . import l2l
     max_steps = 100 if quick else MAX_STEPS
     lrs = LRS[2:3] if quick else LRS
-    tasks = [task_data(p, seed) for p in TASKS]
-    out = {"seed": seed, "results": {}, "l2l": l2l.available()}
+    tasks = [task_data(p, seed, mnist) for p in TASKS]
+    out = {"seed": seed, "results": {}, "l2l": l2l.available(),
+           "data": "MNIST" if mnist else "sklearn 8x8 digits"}
     for lr in lrs:
         for label, (opt, carried) in VARIANTS.items():
-            cfg = LearnerConfig(n_joints=1, n_inputs=64, hidden=(32,), loss="logistic",
-                                optimizer=opt, lr=lr, normalize="none", seed=seed,
-                                memory=MemoryConfig.authors())
+            cfg = LearnerConfig(n_joints=1, n_inputs=tasks[0][0].shape[1], hidden=(32,),
+                                loss="logistic", optimizer=opt, lr=lr, normalize="none",
+                                seed=seed, memory=MemoryConfig.authors())
             memory = None
             for pair, data in zip(TASKS, tasks):
                 learner = OnlineLearner(cfg)
@@ -111,7 +174,7 @@ def run_trial(seed: int, quick: bool = False) -> dict:
                 _record(out, label, f"{lr:g}", pair, run_task(learner, data, seed, max_steps))
                 memory = learner.memory_state()
     if out["l2l"] is None:  # the LSTM has no base rate: one row
-        trained = l2l.meta_train(seed, quick=quick)
+        trained = l2l.meta_train(seed, quick=quick, mnist=mnist)
         out["l2l_meta_seconds"] = trained["seconds"]
         for pair, data in zip(TASKS, tasks):
             _record(out, L2L, "-", pair, l2l.run_task(trained, data, seed, max_steps))
@@ -151,7 +214,7 @@ def summarize(trials):
                    "not_reached": len(steps) - len(reached),
                    "accuracy": float(np.mean([t["results"][k]["accuracy"] for t in trials]))}
     return {"trials": len(trials), "tol": TOL, "window": WINDOW, "max_steps": MAX_STEPS,
-            "rows": rows, "l2l_skipped": trials[0]["l2l"]}
+            "rows": rows, "l2l_skipped": trials[0]["l2l"], "data": trials[0]["data"]}
 
 
 def table(summary):
@@ -160,7 +223,8 @@ def table(summary):
     tasks = [f"{a}v{b}" for a, b in TASKS]
     out = [f"Batches of 10 until the mean of the last {summary['window']} prequential logistic "
            f"losses < {summary['tol']} (cap {summary['max_steps']}; [n] = trials not reaching "
-           f"it), held-out accuracy; mean over {summary['trials']} trials", "",
+           f"it), held-out accuracy; mean over {summary['trials']} trials; data: "
+           f"{summary['data']}", "",
            "| base rate | variant | " + " | ".join(tasks) + " | accuracy (3 tasks) |",
            "|---|---|" + "---|" * (len(tasks) + 1)]
     for lr in lrs + ["-"]:

@@ -59,7 +59,7 @@ TORCH_MISSING = "L2L skipped: needs torch (pip install -e '.[l2l]')"
 
 # Pairs with a digit in 6..9 or mixed pairs; never (0, 1), (2, 3) or (4, 5).
 META_TASKS = ((6, 7), (8, 9), (6, 9), (7, 8), (6, 8), (7, 9), (1, 7), (3, 8))
-SIZES = (64, 32, 1)
+HIDDEN_OPTIMIZEE = 32  # the digits experiment's network: n_in -> 32 (ReLU) -> 1
 HIDDEN = 20
 PREPROC_P = 10.0
 OUT_SCALE = 0.1
@@ -104,13 +104,18 @@ def _propose(net, grad, state):
     return OUT_SCALE * net["out"](h2)[:, 0], (h1, c1, h2, c2)
 
 
-def _init(rng):
+def _sizes(n_inputs: int):
+    return (n_inputs, HIDDEN_OPTIMIZEE, 1)
+
+
+def _init(rng, n_inputs: int):
     """Fresh optimizee as one flat float32 vector: He-normal hidden layer, 1/sqrt(n_in) output
     layer, zero biases (the digits experiment's network)."""
     import torch
     parts = []
-    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        std = math.sqrt((2.0 if i < len(SIZES) - 2 else 1.0) / n_in)
+    sizes = _sizes(n_inputs)
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        std = math.sqrt((2.0 if i < len(sizes) - 2 else 1.0) / n_in)
         parts += [rng.normal(0.0, std, n_out * n_in), np.zeros(n_out)]
     return torch.tensor(np.concatenate(parts), dtype=torch.float32)
 
@@ -118,12 +123,13 @@ def _init(rng):
 def _logits(theta, X):
     import torch
     h, k = X, 0
-    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+    sizes = _sizes(X.shape[1])
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         W = theta[k:k + n_out * n_in].view(n_out, n_in)
         b = theta[k + n_out * n_in:k + n_out * (n_in + 1)]
         k += n_out * (n_in + 1)
         h = h @ W.T + b
-        if i < len(SIZES) - 2:
+        if i < len(sizes) - 2:
             h = torch.relu(h)
     return h
 
@@ -139,17 +145,18 @@ def _loss_grad(theta, batch):
     return loss, grad
 
 
-def meta_train(seed: int, iterations: int = 300, quick: bool = False) -> dict:
-    """Meta-train the LSTM for `iterations` unrolls (QUICK_ITERATIONS if quick); returns its
-    state_dict as numpy arrays, the meta-loss (sum over the unroll) of every iteration and the
-    wall time."""
+def meta_train(seed: int, iterations: int = 300, quick: bool = False,
+               mnist: str | None = None) -> dict:
+    """Meta-train the LSTM for `iterations` unrolls (QUICK_ITERATIONS if quick) on META_TASKS
+    of the digits data (MNIST when `mnist` names its directory); returns its state_dict as
+    numpy arrays, the meta-loss (sum over the unroll) of every iteration and the wall time."""
     import torch
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 2016])
     if quick:
         iterations = min(iterations, QUICK_ITERATIONS)
-    tasks = {pair: task_data(pair, seed)[:2] for pair in META_TASKS}
+    tasks = {pair: task_data(pair, seed, mnist)[:2] for pair in META_TASKS}
     t0 = time.perf_counter()
     net = _net()
     if OUT_ZERO_INIT:
@@ -161,7 +168,7 @@ def meta_train(seed: int, iterations: int = 300, quick: bool = False) -> dict:
     while len(meta_losses) < iterations:
         X, y = tasks[META_TASKS[rng.integers(len(META_TASKS))]]
         batches = stream(X, y, int(rng.integers(2**31)))
-        theta = _init(rng).requires_grad_()
+        theta = _init(rng, X.shape[1]).requires_grad_()
         state = _zero_state(len(theta))
         _, grad = _loss_grad(theta, next(batches))
         for _ in range(min(TRAJECTORY // UNROLL, iterations - len(meta_losses))):
@@ -190,7 +197,7 @@ def run_task(trained: dict, data, seed: int, max_steps: int) -> dict:
     net = _net()
     net.load_state_dict({k: torch.from_numpy(v) for k, v in trained["state"].items()})
     Xtr, ytr, Xte, yte = data
-    theta = _init(np.random.default_rng([seed, 1])).requires_grad_()
+    theta = _init(np.random.default_rng([seed, 1]), Xtr.shape[1]).requires_grad_()
     state = _zero_state(len(theta))
     recent = deque(maxlen=WINDOW)
     curve = []
