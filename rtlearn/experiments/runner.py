@@ -37,10 +37,13 @@ def _trial(name: str, seed: int, quick: bool, options: dict) -> dict:
 
 
 def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool = False,
-               workers: int | None = None, progress=sys.stderr,
+               workers: int | None = None, progress=...,
                options: dict | None = None) -> list[dict]:
     """All trials of an experiment, ordered by seed; prints a progress bar line per finished
-    trial, with the time left estimated from the trials done, to `progress` (None: silent)."""
+    trial, with the time left estimated from the trials done, to `progress` (default: the
+    current sys.stderr; None: silent)."""
+    if progress is ...:
+        progress = sys.stderr
     mod = experiment_module(name)
     options = options or {}
     n = mod.DEFAULT_TRIALS if trials is None else int(trials)
@@ -73,7 +76,7 @@ def run_trials(name: str, trials: int | None = None, seed: int = 0, quick: bool 
 
 def run_experiment(name: str, trials: int | None = None, seed: int = 0, quick: bool = False,
                    workers: int | None = None, plots_dir: str | None = None,
-                   progress=sys.stderr, options: dict | None = None) -> dict:
+                   progress=..., options: dict | None = None) -> dict:
     mod = experiment_module(name)
     results = run_trials(name, trials, seed, quick, workers, progress, options)
     summary = mod.summarize(results)

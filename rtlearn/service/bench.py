@@ -173,8 +173,10 @@ def per_packet_costs(learner: dict | None = None, repeat: int = 5000) -> dict:
 
 def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
                     replay_samples: int = 20_000, learner: dict | None = None,
-                    workdir: str | None = None, out=sys.stderr) -> dict:
-    """Measure the echo, the paced daemon and the flooded daemon; returns a JSON-able dict."""
+                    workdir: str | None = None, out=...) -> dict:
+    """Measure the echo, the paced daemon and the flooded daemon; returns a JSON-able dict.
+    Progress goes to `out` (default: the current sys.stderr; None: silent)."""
+    out = sys.stderr if out is ... else out
     n = int(seconds * rate)
     say = (lambda text: print(text, file=out, flush=True)) if out else (lambda text: None)
     tmp = tempfile.TemporaryDirectory(prefix="rtlearn-bench-") if workdir is None else None

@@ -42,9 +42,10 @@ class StatusPoller(threading.Thread):
 
 
 def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = True,
-             learner: dict | None = None, out=sys.stdout) -> dict:
+             learner: dict | None = None, out=...) -> dict:
     from rtlearn.sources.sim import SimSource
 
+    out = sys.stdout if out is ... else out  # the stream of the call, not of the import
     cycles = max(1, int(round(seconds / CYCLE_S)))
     source = SimSource("kuka_iiwa", task="lift", payload=list(PAYLOADS), cycles=cycles,
                        realtime=True)
