@@ -33,7 +33,7 @@ def test_bench_step_json_has_the_documented_keys(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "step", "--steps", "20", "--warmup", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    for key in ("train_step_ms", "numpy_step_ms", "predict_one_ms"):
+    for key in ("train_step_ms", "train_step_paced_ms", "numpy_step_ms", "predict_one_ms"):
         assert set(result[key]) >= {"p50", "p99", "max"}
         assert 0 < result[key]["p50"] <= result[key]["p99"] <= result[key]["max"]
     assert "torch_step_ms" in result
