@@ -37,3 +37,10 @@ def test_transferred_memory_differs_from_fresh():
     moved.set_memory_state(first.memory_state(), transfer=True)
     a, b = fresh.memory_state(), moved.memory_state()
     assert any(not np.allclose(a[k], b[k]) for k in a if k.endswith(".w"))
+
+
+def test_unknown_method_is_a_clear_error(capsys):
+    from rtlearn.cli import main
+    assert main(["experiment", "online-lift", "--quick", "--methods", "GD,Nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'Nope'" in err and "MetaGDMemAdam" in err

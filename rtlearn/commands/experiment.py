@@ -18,7 +18,8 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default min(trials, cpu count))")
     p.add_argument("--methods", help="online-lift: comma-separated methods (GD, MetaGD, Adam, "
-                   "SGD-HD, 'GD residual', 'MetaGD residual') or 'all'; default GD,MetaGD")
+                   "SGD-HD, Adam-HD, MetaGDMemAdam, 'GD residual', 'MetaGD residual') or "
+                   "'all'; default GD,MetaGD")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
                    "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
@@ -49,6 +50,13 @@ def run(args) -> int:
         print("--mnist applies to digits only", file=sys.stderr)
         return 2
     options = {"methods": args.methods} if args.methods else {}
+    if args.methods:
+        from rtlearn.experiments.online_lift import method_names
+        try:  # before any worker starts
+            method_names(args.methods)
+        except ValueError as e:
+            print(f"rtlearn experiment online-lift: {e}", file=sys.stderr)
+            return 2
     if args.mnist:
         from rtlearn.experiments.digits import read_mnist
         try:  # check the files before any worker starts

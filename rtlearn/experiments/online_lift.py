@@ -112,12 +112,21 @@ def layer_rates(learner: OnlineLearner, hidden) -> np.ndarray:
     return r.reshape(-1, per_joint)[:, 0::2].mean(axis=0)
 
 
-def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dict:
-    """methods: comma-separated names of METHODS (default "GD,MetaGD"; "all" for every one)."""
-    max_samples = 1500 if quick else None
-    names = ("GD,MetaGD" if methods is None else methods)
+def method_names(methods: str | None) -> list[str]:
+    """Comma-separated names of METHODS (default "GD,MetaGD"; "all" for every one)."""
+    names = "GD,MetaGD" if methods is None else methods
     names = list(METHODS) if names == "all" else [m.strip() for m in names.split(",")]
-    methods = {k: METHODS[k] for k in names}
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown online-lift method(s) {', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(METHODS)} or 'all'")
+    return names
+
+
+def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dict:
+    """methods: see method_names."""
+    max_samples = 1500 if quick else None
+    methods = {k: METHODS[k] for k in method_names(methods)}
     lrs = LRS[:1] if quick else LRS
     hidden = (16,) if quick else (128, 64, 32)
     data = [phase_data(p, seed, max_samples) for p in PHASES]

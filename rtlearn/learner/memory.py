@@ -117,8 +117,9 @@ def _window_tables(cfg: MemoryConfig, per_cell: int):
 
 
 def _interpolation_errors(cfg: MemoryConfig, per_cell: int, tables, samples: int = 16):
-    """Dense check of the Hermite interpolants against every centre, no truncation:
-    (max_x sum_k |phi~_k - phi_k|, max_x,k |sig~_k - sig_k|, the same two without truncation)."""
+    """Dense check of the Hermite interpolants (16 points per node interval): against every
+    centre, (max_x sum_k |phi~_k - phi_k|, max_x,k |sig~_k - sig_k|), then the same two
+    against the truncated window (the interpolation error alone)."""
     phi, dphi, psi, dpsi, k = tables
     n_c, a = cfg.n_centres, cfg.a
     sig, dsig = (phi, dphi) if cfg.normalized_signal else (psi, dpsi)
@@ -133,8 +134,9 @@ def _interpolation_errors(cfg: MemoryConfig, per_cell: int, tables, samples: int
     h = np.stack([g * g * (1 + 2 * t), t * g * g, t * t * (3 - 2 * t), -t * t * g])  # (4, S)
     worst = np.zeros(4)
     centres = np.arange(n_c)
-    for lo in range(0, n_nodes - 1, 1024):
-        jj = np.arange(lo, min(lo + 1024, n_nodes - 1))
+    chunk = max(1, 2**20 // (samples * n_c))  # bounds the (J, S, K) temporaries to ~8 MB each
+    for lo in range(0, n_nodes - 1, chunk):
+        jj = np.arange(lo, min(lo + chunk, n_nodes - 1))
         p = (jj[:, None] + t[None, :]) / per_cell                         # (J, S)
         psi_full = np.exp(-0.5 * a * (p[..., None] - centres) ** 2)       # (J, S, K)
         phi_full = psi_full / psi_full.sum(axis=-1, keepdims=True)
@@ -161,8 +163,9 @@ def _interpolation_errors(cfg: MemoryConfig, per_cell: int, tables, samples: int
 
 
 def node_tables(cfg: MemoryConfig) -> NodeTables:
-    """Node tables for cfg; they depend on K, the width, the truncation and the signal only."""
-    return _node_tables(replace(MemoryConfig(), n_centres=cfg.n_centres, clip=cfg.clip,
+    """Node tables for cfg; in units of the centre spacing, they depend on K, the width, the
+    truncation and the signal only (the cache key)."""
+    return _node_tables(replace(MemoryConfig(), n_centres=cfg.n_centres,
                                 width_ratio=cfg.width_ratio, truncation=cfg.truncation,
                                 normalized_signal=cfg.normalized_signal))
 

@@ -137,11 +137,14 @@ class RobotClient:
             if left <= 0 or not self._sub.poll(max(1, int(left * 1000))):
                 return None
 
-    def close(self) -> None:
-        """Close the sockets (linger 0); safe to call twice."""
-        for s in (self._pub, self._sub):
-            if s is not None and not s.closed:
-                s.close(linger=0)
+    def close(self, linger: float = 1.0) -> None:
+        """Close the sockets; safe to call twice. States still queued are delivered for up to
+        `linger` seconds (closing at once dropped the last ones a robot had just published);
+        predictions not yet read are dropped."""
+        if self._pub is not None and not self._pub.closed:
+            self._pub.close(linger=int(linger * 1000))
+        if self._sub is not None and not self._sub.closed:
+            self._sub.close(linger=0)
 
     def __enter__(self):
         return self

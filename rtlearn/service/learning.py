@@ -141,7 +141,8 @@ class LearningWorker(threading.Thread):
     def run(self) -> None:
         # The per-packet path gets the CPU first: SCHED_IDLE (Linux, per thread) runs this
         # thread only when no other wants the core and lets any wakeup preempt it at once;
-        # elsewhere a niceness. (30 s serve bench: inside-daemon p99 0.30 vs 0.34 ms at nice 10.)
+        # elsewhere a niceness. (Against nice 10 the gain was within run-to-run variance:
+        # inside-daemon p99 0.30 vs 0.34 ms in two 30 s serve benches.)
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
