@@ -12,7 +12,15 @@ def add_arguments(p):
                    help="step: one learning step vs numpy/torch; serve: the daemon on loopback")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
-    p.add_argument("--seconds", type=float, default=60.0, help="run length at 1 kHz (serve)")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="seconds at 1 kHz for the echo and for the daemon (serve)")
+    p.add_argument("--block", type=float, default=1.0,
+                   help="seconds per turn when echo and daemon take turns (serve)")
+    p.add_argument("--replay", type=int, default=20_000,
+                   help="samples sent as fast as the daemon takes them (serve)")
+    p.add_argument("--transport", choices=["tcp", "ipc"], default="tcp", help="(serve)")
+    p.add_argument("--config", metavar="FILE",
+                   help="daemon config overrides, as for `rtlearn serve --config` (serve)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON")
 
 
@@ -25,7 +33,15 @@ def _row(name, r):
 def run(args) -> int:
     if args.target == "serve":
         from rtlearn.service.bench import run_serve_bench
-        result = run_serve_bench(seconds=args.seconds)
+        from rtlearn.service.config import ConfigError, read_overrides
+        try:
+            overrides = read_overrides(args.config) if args.config else None
+        except ConfigError as e:
+            print(f"rtlearn bench: {e}", file=sys.stderr)
+            return 2
+        result = run_serve_bench(seconds=args.seconds, block=args.block,
+                                 replay_samples=args.replay, transport=args.transport,
+                                 config=overrides)
     else:
         from rtlearn.benchmarks.step import run_step_bench
         result = run_step_bench(steps=args.steps, warmup=args.warmup)

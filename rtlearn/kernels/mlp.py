@@ -3,7 +3,8 @@
 Layout (docs/algorithm.md, "Network"): `theta` has shape (J, P), one row per joint network.
 A row holds, layer after layer, W (n_out x n_in, row-major) then b (n_out). `dims` lists the
 layer widths [n_in, h_1, ..., h_L, 1]. Hidden layers use ReLU, the output is linear.
-Activations for a batch live in `acts` (B, sum(dims)); `deltas` has the same shape.
+Activations for a batch live in `acts` (B, sum(dims)); `deltas` has the same shape. The
+one-sample forward pass of the per-packet path, `mlp_predict_one`, takes `acts` 1-D.
 Inner loops run over contiguous 1-D slices: with plain 2-D offset indexing LLVM did not
 vectorise them (measured 5x slower).
 """
@@ -145,6 +146,72 @@ def mlp_predict(theta, dims, X, x_mean, x_scale, y_mean, y_scale, acts, out):
         col = _forward_joint(theta[j], dims, acts, n_batch)
         for b in range(n_batch):
             out[b, j] = y_mean[j] + y_scale[j] * acts[b, col]
+
+
+@njit(**JIT)
+def _forward_one(row, dims, acts):
+    """Eq. N1 for one sample, `acts` 1-D; returns the index of the output in acts.
+
+    Four rows of W at a time: each activation load feeds four dot products, and each runs
+    over a contiguous row slice so LLVM vectorises it (blocks of 2 or 8 rows measured slower).
+    """
+    p = 0
+    a_off = 0
+    n_layers = dims.shape[0] - 1
+    for l in range(n_layers):
+        n_in = dims[l]
+        n_out = dims[l + 1]
+        w = row[p: p + n_out * n_in]
+        b = row[p + n_out * n_in: p + n_out * n_in + n_out]
+        a = acts[a_off: a_off + n_in]
+        z = acts[a_off + n_in: a_off + n_in + n_out]
+        # ReLU as max(s, lo) without a branch; -inf leaves the output layer linear. max keeps
+        # a NaN (as `s < 0` does in _forward_joint) since the flags exclude 'nnan'/'ninf'.
+        lo = 0.0 if l < n_layers - 1 else -np.inf
+        n_block = n_out - n_out % 4
+        for o in range(0, n_block, 4):
+            q = o * n_in
+            w0 = w[q: q + n_in]
+            w1 = w[q + n_in: q + 2 * n_in]
+            w2 = w[q + 2 * n_in: q + 3 * n_in]
+            w3 = w[q + 3 * n_in: q + 4 * n_in]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for i in range(n_in):
+                ai = a[i]
+                s0 += w0[i] * ai
+                s1 += w1[i] * ai
+                s2 += w2[i] * ai
+                s3 += w3[i] * ai
+            z[o] = max(s0 + b[o], lo)
+            z[o + 1] = max(s1 + b[o + 1], lo)
+            z[o + 2] = max(s2 + b[o + 2], lo)
+            z[o + 3] = max(s3 + b[o + 3], lo)
+        for o in range(n_block, n_out):
+            wo = w[o * n_in: (o + 1) * n_in]
+            s = 0.0
+            for i in range(n_in):
+                s += wo[i] * a[i]
+            z[o] = max(s + b[o], lo)
+        p += n_out * n_in + n_out
+        a_off += n_in
+    return a_off
+
+
+@njit(**JIT)
+def mlp_predict_one(theta, dims, x, x_mean, x_scale, y_mean, y_scale, acts, out):
+    """Eq. N1 for every joint and one sample x (n_in,); out[j] as `mlp_predict` gives out[0, j].
+
+    The per-packet path. `acts` is a 1-D scratch of length sum(dims); the standardised input
+    sits in its first n_in entries and is shared by all joints.
+    """
+    for i in range(x.shape[0]):
+        acts[i] = (x[i] - x_mean[i]) * x_scale[i]
+    for j in range(theta.shape[0]):
+        col = _forward_one(theta[j], dims, acts)
+        out[j] = y_mean[j] + y_scale[j] * acts[col]
 
 
 @njit(**JIT)

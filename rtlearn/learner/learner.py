@@ -60,13 +60,22 @@ class LearnerConfig:
 @dataclass
 class ModelCopy:
     """What a prediction needs (weights and normalisers), copied out of a learner so that
-    another thread can predict from it while the learner trains (rtlearn.service.learning)."""
+    another thread or process can predict from it while the learner trains
+    (rtlearn.service.learning)."""
 
     theta: np.ndarray
     x_mean: np.ndarray
     x_scale: np.ndarray
     y_mean: np.ndarray
     y_scale: np.ndarray
+
+    def assign(self, theta, x_mean, x_scale, y_mean, y_scale) -> None:
+        """Overwrite in place (no allocation; the weights without holding the GIL)."""
+        copy_into(self.theta.reshape(-1), theta.reshape(-1))
+        np.copyto(self.x_mean, x_mean)
+        np.copyto(self.x_scale, x_scale)
+        np.copyto(self.y_mean, y_mean)
+        np.copyto(self.y_scale, y_scale)
 
 
 class OnlineLearner:
@@ -140,9 +149,8 @@ class OnlineLearner:
 
     def copy_model_into(self, out: ModelCopy) -> None:
         """Refresh a ModelCopy in place (no allocation; the weights without holding the GIL)."""
-        copy_into(out.theta.reshape(-1), self.net.theta.reshape(-1))
-        for name in ("x_mean", "x_scale", "y_mean", "y_scale"):
-            np.copyto(getattr(out, name), getattr(self.norm, name))
+        n = self.norm
+        out.assign(self.net.theta, n.x_mean, n.x_scale, n.y_mean, n.y_scale)
 
     def is_finite(self) -> bool:
         return bool(all_finite(self.net.theta.reshape(-1)))

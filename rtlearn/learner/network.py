@@ -32,7 +32,7 @@ class MLPStack:
         width = int(self.dims.sum())
         self.acts = np.zeros((batch_size, width))
         self.deltas = np.zeros((batch_size, width))
-        self._acts_one = np.zeros((1, width))
+        self._acts_one = np.zeros(width)
         self.loss = np.zeros(n_joints)
         self.reset(seed)
 
@@ -68,9 +68,15 @@ class MLPStack:
         return self.loss
 
     def predict_into(self, X, norm, out, theta=None) -> None:
-        acts = self._acts_one if X.shape[0] == 1 else np.zeros((X.shape[0], self.acts.shape[1]))
-        K.mlp_predict(self.theta if theta is None else theta, self.dims, X, norm.x_mean,
-                      norm.x_scale, norm.y_mean, norm.y_scale, acts, out)
+        theta = self.theta if theta is None else theta
+        if X.shape[0] == 1:
+            # The per-packet path: the register-blocked one-sample kernel, on 1-D row views.
+            K.mlp_predict_one(theta, self.dims, X[0], norm.x_mean, norm.x_scale, norm.y_mean,
+                              norm.y_scale, self._acts_one, out[0])
+            return
+        acts = np.zeros((X.shape[0], self.acts.shape[1]))
+        K.mlp_predict(theta, self.dims, X, norm.x_mean, norm.x_scale, norm.y_mean, norm.y_scale,
+                      acts, out)
 
 
 class Normalizer:

@@ -261,8 +261,7 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "save": {"path": ((str,), False)},
     "load": {"path": ((str,), True)},
     "reset": {},
-    "options": {"lr": ((int, float), False), "memory": ((bool,), False),
-                "learning": ((bool,), False)},
+    "options": {"lr": ((int, float), False), "memory": ((bool,), False)},
     "shutdown": {},
 }
 

@@ -2,9 +2,11 @@
 bare pyzmq echo over the same transport measured in the same run (loopback on these VMs is
 itself slow and jittery, so only the comparison means something).
 
-Three runs, each in its own server subprocess, driven by the same client loop:
+Two servers, each in its own subprocess, driven by the same client loop:
   1. echo:   a process with the daemon's socket layout that sends every state frame back;
-  2. daemon: `rtlearn serve` at `rate` Hz for `seconds`, learning on;
+  2. daemon: `rtlearn serve`, learning on;
+paced at `rate` Hz for `seconds` each, taking turns in blocks of `block` seconds so that both
+see the same moments of the VM's load; then
   3. replay: the same daemon fed as fast as it takes packets (`replay_samples` of them);
      samples/s counts samples *learned*, from the first send to the last learning step.
 
@@ -90,28 +92,6 @@ class Driver:
                 self.back[seq] = now
                 self.replies += 1
 
-    def paced(self, frames: list[bytes], rate: float, progress=None) -> None:
-        """Send frames[k] at start + k / rate (absolute schedule); wait on the reply socket
-        between sends so replies are stamped when they arrive."""
-        start = time.perf_counter()
-        k = 0
-        while k < len(frames):
-            now = time.perf_counter()
-            due = start + k / rate
-            if now >= due:
-                self.pub.send(frames[k])
-                self.sent[k] = time.perf_counter()
-                k += 1
-                if progress is not None and k % 1000 == 0:
-                    progress(k)
-                continue
-            # poll timeouts are whole ms: wait 1 ms (woken at once by a reply, so stamps stay
-            # exact) unless the send is due within 0.2 ms; never spin the whole millisecond,
-            # the daemon needs the CPU
-            if self.sub.poll(1 if due - now > 2e-4 else 0):
-                self._drain()
-        self.wait(len(frames), 5.0)
-
     def flood(self, frames: list[bytes], window: int) -> None:
         """Send as fast as replies come back, at most `window` unanswered."""
         k = 0
@@ -137,6 +117,43 @@ class Driver:
         self.ctx.term()
 
 
+def interleaved(drivers: list[Driver], frames: list[list[bytes]], rate: float, block: int,
+                progress=None) -> None:
+    """Send at `rate` on one absolute schedule, the drivers taking turns in blocks of `block`
+    packets (echo, daemon, echo, ...), so that both see the same moments of the VM's load;
+    wait on the reply sockets between sends so replies are stamped when they arrive."""
+    poller = zmq.Poller()
+    for d in drivers:
+        poller.register(d.sub, zmq.POLLIN)
+    by_sub = {d.sub: d for d in drivers}
+    sent = [0] * len(drivers)
+    total = sum(len(f) for f in frames)
+    start = time.perf_counter()
+    k = 0
+    while k < total:
+        now = time.perf_counter()
+        due = start + k / rate
+        if now >= due:
+            i = (k // block) % len(drivers)
+            if sent[i] == len(frames[i]):  # this one is done: the others go on alone
+                i = next(j for j in range(len(drivers)) if sent[j] < len(frames[j]))
+            d = drivers[i]
+            d.pub.send(frames[i][sent[i]])
+            d.sent[sent[i]] = time.perf_counter()
+            sent[i] += 1
+            k += 1
+            if progress is not None and k % 1000 == 0:
+                progress(k)
+            continue
+        # poll timeouts are whole ms: wait 1 ms (woken at once by a reply, so stamps stay
+        # exact) unless the send is due within 0.2 ms; never spin the whole millisecond,
+        # the daemon needs the CPU
+        for sock, _ in poller.poll(1 if due - now > 2e-4 else 0):
+            by_sub[sock]._drain()
+    for i, d in enumerate(drivers):
+        d.wait(len(frames[i]), 5.0)
+
+
 def _frames(n: int, stream: int) -> list[bytes]:
     """n synthetic state packets; a new `stream` id per run makes seq 0 welcome again."""
     return [encode_state(synthetic_state(k), stream=stream) for k in range(n)]
@@ -156,11 +173,15 @@ def per_packet_costs(learner: dict | None = None, repeat: int = 5000) -> dict:
 
     from rtlearn.protocol.schema import encode_prediction, read_state
     from rtlearn.service.config import learner_config, load_config
-    from rtlearn.service.learning import ServingModel
+    from rtlearn.service.learning import Arena, ServingModel
     from rtlearn.learner import OnlineLearner
 
     cfg = load_config(None, {"learner": learner} if learner else None)
-    model = ServingModel(OnlineLearner(learner_config(cfg, 7)), "bench")
+    trained = OnlineLearner(learner_config(cfg, 7))
+    arena = Arena(trained, 2)
+    arena.publish(trained, 0)
+    model = ServingModel(arena, OnlineLearner(trained.config), "bench")
+    model.try_refresh()
     frame = encode_state(synthetic_state(1), stream=1)
     x, tau = np.zeros(21), np.ones(7)
     model.predict(x)
@@ -173,63 +194,64 @@ def per_packet_costs(learner: dict | None = None, repeat: int = 5000) -> dict:
 
 def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
                     replay_samples: int = 20_000, learner: dict | None = None,
+                    block: float = 1.0, config: dict | None = None,
                     workdir: str | None = None, out=...) -> dict:
-    """Measure the echo, the paced daemon and the flooded daemon; returns a JSON-able dict.
-    Progress goes to `out` (default: the current sys.stderr; None: silent)."""
+    """Echo and daemon at `rate` for `seconds` each, interleaved in blocks of `block` s, then
+    the flooded daemon; returns a JSON-able dict. Progress goes to `out` (default: the
+    current sys.stderr; None: silent). `config`: extra daemon config sections."""
     out = sys.stderr if out is ... else out
     n = int(seconds * rate)
     say = (lambda text: print(text, file=out, flush=True)) if out else (lambda text: None)
     tmp = tempfile.TemporaryDirectory(prefix="rtlearn-bench-") if workdir is None else None
     work = Path(workdir or tmp.name)
-    result = {"seconds": seconds, "rate_hz": rate, "transport": transport,
+    result = {"seconds": seconds, "rate_hz": rate, "transport": transport, "block_s": block,
               "replay_samples": replay_samples}
+    config = {"snapshots": {"interval": 0.0}, **(config or {})}
+    if learner:
+        config["learner"] = learner
+    result["config"] = config
     try:
-        frames = _frames(n, stream=1)
         eps = endpoints(transport, work / "echo")
         (work / "echo").mkdir(parents=True, exist_ok=True)
-        say(f"echo: bare pyzmq {transport} echo at {rate:g} Hz for {seconds:g} s ...")
         echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
                                  eps["state"], eps["prediction"]])
         try:
-            d = Driver(eps["state"], eps["prediction"], n)
-            d.paced(frames, rate)
-            result["echo_rtt_ms"] = _rtt(d)
-            d.close()
+            with DaemonProcess(work / "daemon", config, transport=transport) as daemon:
+                say(f"echo and daemon: {rate:g} Hz over {transport}, {seconds:g} s each, taking "
+                    f"turns every {block:g} s (the same client loop; learning on) ...")
+                e = Driver(eps["state"], eps["prediction"], n)
+                d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], n)
+                interleaved([e, d], [_frames(n, stream=1), _frames(n, stream=1)], rate,
+                            max(1, int(block * rate)))
+                result["echo_rtt_ms"], result["daemon_rtt_ms"] = _rtt(e), _rtt(d)
+                e.close()
+                d.close()
+                st = _settled(daemon, n - n % 10)
+                result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
+                                    "rejected": st["packets"]["rejected_total"],
+                                    "deadline_misses": st["learning"]["deadline_misses"],
+                                    "backpressure_waits": st["learning"]["backpressure_waits"],
+                                    "step_ms": st["learning"]["step_ms"],
+                                    "samples_learned": st["learning"]["samples"],
+                                    "learner": st["learner"]}
+
+                say(f"replay: {replay_samples} samples as fast as the daemon takes them ...")
+                before = st["learning"]["samples"]
+                flood = _frames(replay_samples, stream=2)
+                d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"],
+                           replay_samples)
+                t0 = time.perf_counter()
+                d.flood(flood, window=2000)
+                st = _settled(daemon, before + replay_samples - replay_samples % 10)
+                elapsed = time.perf_counter() - t0
+                learned = st["learning"]["samples"] - before
+                result["replay"] = {"samples_learned": learned, "seconds": elapsed,
+                                    "samples_per_s": learned / elapsed,
+                                    "predictions": d.replies, "lost": st["packets"]["lost"]}
+                d.close()
         finally:
             echo.kill()
             echo.wait()
-
-        config = {"snapshots": {"interval": 0.0}}
-        if learner:
-            config["learner"] = learner
-        say(f"daemon: rtlearn serve at {rate:g} Hz for {seconds:g} s, learning on ...")
-        with DaemonProcess(work / "daemon", config, transport=transport) as daemon:
-            d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], n)
-            d.paced(frames, rate)
-            result["daemon_rtt_ms"] = _rtt(d)
-            d.close()
-            st = _settled(daemon, n)
-            result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
-                                "rejected": st["packets"]["rejected_total"],
-                                "deadline_misses": st["learning"]["deadline_misses"],
-                                "backpressure_waits": st["learning"]["backpressure_waits"],
-                                "step_ms": st["learning"]["step_ms"],
-                                "samples_learned": st["learning"]["samples"],
-                                "learner": st["learner"]}
-
-            say(f"replay: {replay_samples} samples as fast as the daemon takes them ...")
-            before = st["learning"]["samples"]
-            flood = _frames(replay_samples, stream=2)
-            d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], replay_samples)
-            t0 = time.perf_counter()
-            d.flood(flood, window=2000)
-            st = _settled(daemon, before + replay_samples - replay_samples % 10)
-            elapsed = time.perf_counter() - t0
-            learned = st["learning"]["samples"] - before
-            result["replay"] = {"samples_learned": learned, "seconds": elapsed,
-                                "samples_per_s": learned / elapsed,
-                                "predictions": d.replies, "lost": st["packets"]["lost"]}
-            d.close()
         ratio = result["daemon_rtt_ms"]["p99"] / result["echo_rtt_ms"]["p99"]
         result["rtt_p99_ratio_daemon_over_echo"] = ratio
         say(summary(result))

@@ -61,9 +61,15 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "good_every": (200, "learning steps between saved known-good states (rollback targets)"),
         "stream_timeout": (1.0, "s of silence after which a lower seq from a publisher without "
                            "stream id counts as a restarted stream, not as out-of-order"),
-        "batch_queue": (64, "learning batches that may wait for the learning thread; when "
+        "batch_queue": (64, "learning batches that may wait for the learning process; when "
                         "full the daemon stops reading until one is free (nothing is dropped)"),
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
+    },
+    "realtime": {
+        "spin": (0.005, "s after each packet during which the socket thread polls without "
+                 "sleeping: at 1 kHz it never sleeps, so its core stays awake and its caches "
+                 "warm (a wake-up from sleep costs 5x on a VM: docs/performance.md); "
+                 "0: always sleep in poll"),
     },
     "security": {
         "curve_secret_key": ("", "Z85 secret key of the control socket (`rtlearn ctl keygen`); "
@@ -126,6 +132,15 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return cfg
 
 
+def read_overrides(path: str | Path) -> dict:
+    """The sections a TOML file sets, checked as `load_config` checks them (for tools that
+    start a daemon on endpoints of their own: the file's [endpoints] are left out)."""
+    load_config(path)
+    data = tomllib.loads(Path(path).read_text())
+    data.pop("endpoints", None)
+    return data
+
+
 def _same_kind(value, default) -> bool:
     if isinstance(default, bool) or isinstance(value, bool):
         return type(value) is type(default)
@@ -159,6 +174,8 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         learner_config(cfg, 7)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [learner]: {e}") from None
+    if not cfg["realtime"]["spin"] >= 0:
+        raise ConfigError(f"{where}: realtime.spin must be >= 0 seconds")
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):

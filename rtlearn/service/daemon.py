@@ -1,37 +1,38 @@
 """The daemon: sockets, the per-packet path, batching, context switches and shutdown.
 
-Threads:
-  * socket thread (the caller of `run`): reads state packets, predicts from the serving copy,
-    publishes the prediction, fills learning batches. Nothing in it waits for learning except
-    back-pressure, when `guard.batch_queue` batches are waiting.
-  * learning thread (`LearningWorker`): learning steps and every change of the model.
-  * control thread (`ControlServer`): the REP socket; status is answered there, everything
-    else is a job for the learning thread; context switches are handed to the socket thread
-    so that they take effect at the next packet.
-  * snapshot writer: file I/O off both hot threads.
+Two processes (rtlearn.service.learning explains why):
+  * serving process. Socket thread (the caller of `run`): reads state packets, predicts
+    from its private serving copy, publishes the prediction, fills learning batches in shared
+    memory and hands them to the learning process; it waits for learning only under
+    back-pressure, when `guard.batch_queue` batches are waiting. Control thread
+    (`ControlServer`): the REP socket; commands become jobs of the learning process, except
+    context switches, which the socket thread carries out so that they take effect at the
+    next packet.
+  * learning process: learning steps, every change of the model, snapshots.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import queue
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import zmq
 
-from rtlearn.learner import OnlineLearner
+from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.protocol.schema import ProtocolError, encode_hello, encode_prediction, read_state
 from rtlearn.service import snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
-from rtlearn.service.learning import LearningWorker
+from rtlearn.service.learning import LearningProcess, ServingModel
 from rtlearn.service.stats import RateLimitedLog, Stats
 from rtlearn.sources.filters import CausalDerivative
 
@@ -40,32 +41,30 @@ log = logging.getLogger("rtlearn.service")
 HWM = 100_000
 POLL_MS = 10            # idle wake-up: control hand-offs and snapshot timer
 SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would stall packets)
+JOB_TIMEOUT = 120.0     # s a control command waits for the learning process
 
 
 def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
     return OnlineLearner(learner_config(cfg, n_joints))
 
 
-class SnapshotWriter(threading.Thread):
-    def __init__(self, stats: Stats, say: RateLimitedLog):
-        super().__init__(name="rtlearn-snapshots", daemon=True)
-        self.stats, self.say = stats, say
-        self.todo: queue.SimpleQueue = queue.SimpleQueue()
+class Job:
+    """A job of the learning process; wait() returns its result or raises."""
 
-    def run(self) -> None:
-        while (item := self.todo.get()) is not None:
-            path, meta, arrays, done = item
-            try:
-                snapshots.write(path, meta, arrays)
-                self.stats.snapshots_written += 1
-                self.stats.last_snapshot = str(path)
-                if done is not None:
-                    done(None)
-            except Exception as e:  # a full disk must not stop learning
-                self.stats.snapshot_errors += 1
-                self.say("snapshot", f"snapshot {path} failed: {e}", logging.ERROR)
-                if done is not None:
-                    done(e)
+    def __init__(self, args: dict, on_reply=None):
+        self.args, self.on_reply = args, on_reply  # on_reply(job): socket thread, on success
+        self.result, self.error = None, None
+        self.done = threading.Event()
+
+    def wait(self, timeout: float = JOB_TIMEOUT):
+        if not self.done.wait(timeout):
+            raise TimeoutError("the learning process did not answer in time")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+_ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
 
 
 class Daemon:
@@ -89,33 +88,48 @@ class Daemon:
                          learner.n_steps, bank.names, bank.current)
             else:
                 log.warning("--resume: no snapshot at %s; starting fresh", self.snap_path)
-        self.worker = LearningWorker(learner, bank, self.stats, cfg["guard"], self.say)
-        self._warm_up()
+        predictor = self._warm_up()
+        self.context = bank.current
+        self._known = set(bank.names)  # contexts the bank holds once queued switches are done
+        # Forked now, before this process has any thread or socket.
+        self.learning = LearningProcess(learner, bank, cfg,
+                                        lambda: make_learner(cfg, self.n), robot.name)
+        del learner, bank
+        arena = self.learning.arena
+        self.serving = ServingModel(arena, predictor, self.context)
+        self.serving.try_refresh()
         self.warmup_s = time.perf_counter() - t0
-        self.context = bank.current           # as seen by the socket thread
         self.pending_context: str | None = None
         self._refused: set[str] = set()
-        self._known = set(bank.names)  # contexts the bank holds once queued switches are done
         self.stopping = False
-        self.writer = SnapshotWriter(self.stats, self.say)
+        self._epochs = itertools.count(1)
+        self._jobs: dict[int, Job] = {}
+        self._job_ids = itertools.count()
+        self._send_lock = threading.Lock()  # the pipe is written by the socket and control threads
+        self._free = deque(range(arena.X.shape[0]))
+        self.batches_submitted = 0
+        self.batches_done = 0
+        self._rollback_requested = False
         self._last_seq: int | None = None
         self._stream: int | None = None
         self._last_arrival = 0.0
         self._qdd = CausalDerivative(self.n)
-        self._slot = self.worker.free.get()
+        self._slot = self._free.popleft()
         self._fill = 0
         self._zeros = np.zeros(self.n)
         self._zmq = zmq.Context()
         self._sockets()
         self.control = None
 
-    def _warm_up(self) -> None:
-        """Compile / load every kernel before the first packet, on a throwaway learner."""
+    def _warm_up(self) -> OnlineLearner:
+        """Compile / load every kernel before the first packet, on a throwaway learner that
+        then serves as the predictor of the serving copy."""
         scratch = make_learner(self.cfg, self.n)
         x = np.zeros((scratch.config.batch_size, scratch.config.n_inputs))
         scratch.learn_many(x, np.zeros((x.shape[0], self.n)))
         scratch.is_finite()
-        self.worker.serving.predict(x[0])
+        scratch.predict_one(x[0], scratch.model_copy())
+        return scratch
 
     def _sockets(self) -> None:
         ep = self.cfg["endpoints"]
@@ -132,18 +146,67 @@ class Daemon:
         self.sub.bind(ep["state"])
         self.pub.bind(ep["prediction"])
 
+    # -- the learning process's pipe ---------------------------------------------------------
+    def _send(self, msg: tuple) -> None:
+        with self._send_lock:
+            self.learning.conn.send(msg)
+
+    def call(self, name: str, args: dict | None = None, on_reply=None, epoch: bool = False) -> Job:
+        """Queue a job for the learning process (after everything sent before it). With
+        epoch=True it gets a new epoch (args["epoch"]), allocated in send order."""
+        args = dict(args or {})
+        job = Job(args, on_reply)
+        with self._send_lock:
+            job_id = next(self._job_ids)
+            if epoch:
+                args["epoch"] = next(self._epochs)
+            self._jobs[job_id] = job
+            self.learning.conn.send(("job", job_id, name, args))
+        return job
+
+    def _pump(self, timeout: float = 0.0) -> None:
+        """Socket thread: take the learning process's messages (slots back, job replies)."""
+        conn = self.learning.conn
+        while conn.poll(timeout):
+            timeout = 0.0
+            try:
+                msg = conn.recv()
+            except EOFError:
+                self._learning_lost()
+                return
+            if msg[0] == "done":
+                self._free.append(msg[1])
+                self.batches_done += 1
+            elif msg[0] == "reply":
+                _, job_id, ok, payload = msg
+                job = self._jobs.pop(job_id)
+                if ok:
+                    job.result = payload
+                    if job.on_reply is not None:
+                        job.on_reply(job)
+                else:
+                    reason, text = payload
+                    job.error = _ERRORS.get(reason, RuntimeError)(text)
+                    self.say("job", f"learning-process job failed: {reason}: {text}")
+                job.done.set()
+
+    def _learning_lost(self) -> None:
+        log.critical("the learning process ended unexpectedly (exit code %s); stopping",
+                     self.learning.proc.exitcode)
+        self.stopping = True
+        raise SystemExit(3)
+
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
         from rtlearn.service.control import ControlServer
 
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.control = ControlServer(self, self._zmq)
-        self.worker.start()
-        self.writer.start()
         self.control.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         interval = float(self.cfg["snapshots"]["interval"])
+        spin = float(self.cfg["realtime"]["spin"])
         next_snapshot = time.monotonic() + interval if interval > 0 else math.inf
         log.info("serving %s: states %s, predictions %s, control %s; kernels ready in %.2f s",
                  self.robot.name, self.cfg["endpoints"]["state"],
@@ -152,15 +215,26 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
+        poller.register(self.learning.conn.fileno(), zmq.POLLIN)
+        sub, pub, serving, now = self.sub, self.pub, self.serving, time.perf_counter
+        busy_until = 0.0
         try:
             while not self.stopping:
-                ready = poller.poll(POLL_MS)
-                if ready:
-                    self._drain_subscriptions()
+                # Spinning (timeout 0) while packets flow keeps this core awake: a wake-up
+                # from a sleeping poll makes the next packet's path several times slower.
+                ready = dict(poller.poll(0 if now() < busy_until else POLL_MS))
+                if sub in ready:
                     self._drain_states()
+                    busy_until = now() + spin
+                if pub in ready:
+                    self._drain_subscriptions()
+                if ready:
+                    self._pump()
+                serving.try_refresh()
                 if time.monotonic() >= next_snapshot:
                     next_snapshot += interval
-                    self.snapshot(self.snap_path)
+                    self.call("snapshot", {"path": str(self.snap_path),
+                                           "counters": self._counters(), "wait": False})
         finally:
             self._shutdown()
         return 0
@@ -230,26 +304,26 @@ class Daemon:
         if wanted is not None and wanted != self.context and wanted not in self._refused:
             self._switch(wanted)
 
-        w, i, n = self.worker, self._fill, self.n
-        x = w.X[self._slot, i]
+        arena, i, n = self.learning.arena, self._fill, self.n
+        x = arena.X[self._slot, i]
         x[:n] = state.q
         x[n:2 * n] = state.qd
         x[2 * n:] = self._qdd.update(state.t, state.qd) if state.qdd is None else state.qdd
-        w.Y[self._slot, i] = state.tau
-        pred = w.serving.predict(x)
+        arena.Y[self._slot, i] = state.tau
+        pred = self.serving.predict(x)
         taus = pred.tolist()  # checked and sent as Python floats: cheaper than numpy for 7
         valid = all(map(math.isfinite, taus))
         if not valid:
             pred, taus = self._zeros, self._zeros.tolist()
             self.stats.invalid_predictions += 1
-            w.rollback_requested = True
+            self._rollback_requested = True
             self.say("nonfinite", "the model predicted NaN/inf: published valid=false, rolling back")
-        w.P[self._slot, i] = pred
+        arena.P[self._slot, i] = pred
         self.pub.send(encode_prediction(seq, state.t, taus, self.context, valid), zmq.NOBLOCK)
         self.stats.predicted += 1
         self.stats.latency.add(time.perf_counter() - arrival)
         self._fill = i + 1
-        if self._fill == w.X.shape[1]:
+        if self._fill == arena.X.shape[1]:
             self._submit()
 
     def _new_stream(self, why: str) -> None:
@@ -258,22 +332,26 @@ class Daemon:
         self.say("stream", f"new stream ({why})", logging.INFO)
 
     def _submit(self) -> None:
-        """Hand the filled slot (possibly partial) to the learning thread; take a free one."""
-        w = self.worker
-        if w.batches_submitted > w.batches_done:
+        """Hand the filled slot (possibly partial) to the learning process; take a free one."""
+        self._pump()
+        if self.batches_submitted > self.batches_done:
             self.stats.deadline_misses += 1
             self.say("deadline", "a learning step was still running when the next batch was due")
-        w.submit_batch(self._slot, self._fill)
+        self._send(("batch", self._slot, self._fill, self._rollback_requested))
+        self._rollback_requested = False
+        self.batches_submitted += 1
         self._fill = 0
-        try:
-            self._slot = w.free.get_nowait()
-        except queue.Empty:
+        if not self._free:
             self.stats.backpressure_waits += 1
             self.say("backpressure", "learning is behind: batch queue full, reading paused")
-            self._slot = w.free.get()
+            while not self._free:
+                self._pump(1.0)
+                if not self.learning.proc.is_alive():
+                    self._learning_lost()
+        self._slot = self._free.popleft()
 
     def _switch(self, name: str) -> None:
-        """Takes effect for this packet without waiting: the learning thread parks the old
+        """Takes effect for this packet without waiting: the learning process parks the old
         model and restores / creates the new one in order; samples already buffered belong
         to the old context, so they are learned there first."""
         if name not in self._known and len(self._known) >= self.cfg["contexts"]["max_contexts"]:
@@ -283,57 +361,56 @@ class Daemon:
             return
         if self._fill:
             self._submit()
-        w = self.worker
-        w.call(lambda: w.switch_context(name))
+        job = self.call("switch", {"name": name}, epoch=True)
+        self.serving.switch(name, job.args["epoch"])
         self._known.add(name)
-        self.context = w.serving.wanted = name
+        self.context = name
 
-    # -- snapshots and shutdown -------------------------------------------------------------
-    def snapshot(self, path: Path, done=None) -> None:
-        """Capture in the learning thread (consistent), write in the writer thread."""
-        def capture():
-            meta, arrays = snapshots.capture(self.worker.learner, self.worker.bank,
-                                             self._counters())
-            meta["robot"] = self.robot.name
-            self.writer.todo.put((path, meta, arrays, done))
-        self.worker.call(capture)
-
+    # -- shutdown ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
         log.info("stopping: learning the buffered samples and writing %s", self.snap_path)
         if self.control is not None:
             self.control.stop()
-        if self._fill:
-            self._submit()
-        self.worker.stop()  # learns everything submitted; its learner is idle from here on
-        meta, arrays = snapshots.capture(self.worker.learner, self.worker.bank, self._counters())
-        meta["robot"] = self.robot.name
-        self.writer.todo.put((self.snap_path, meta, arrays, None))
-        self.writer.todo.put(None)
-        self.writer.join()
+        if self.learning.proc.is_alive():
+            if self._fill:
+                self._submit()
+            job = self.call("final_snapshot", {"path": str(self.snap_path),
+                                               "counters": self._counters()})
+            deadline = time.monotonic() + JOB_TIMEOUT
+            while not job.done.is_set() and time.monotonic() < deadline:
+                self._pump(0.1)
+            if job.error is not None:
+                log.error("final snapshot failed: %s", job.error)
+            self._send(("stop",))
+            self.learning.proc.join(30)
         for s in (self.sub, self.pub):
             s.close(linger=0)
         self._zmq.term()
         log.info("stopped: %s", self.stats.as_dict()["packets"])
 
     def _counters(self) -> dict:
-        return {"steps": self.stats.steps, "samples": self.stats.samples_learned,
-                "predicted": self.stats.predicted}
+        return {"predicted": self.stats.predicted}
 
     # -- control commands (called from the control thread) ------------------------------------
     def status(self) -> dict:
+        """Packets and latencies from here, learning from the learning process (it answers
+        after the batches already queued: a few steps at most)."""
         d = self.stats.as_dict()
-        w = self.worker
+        ls = self.call("status").wait(10.0)
+        theirs = ls["stats"]
+        d["learning"].update({k: theirs["learning"][k]
+                              for k in ("steps", "samples", "step_ms", "rollbacks")})
+        for section in ("prequential", "contexts", "snapshots"):
+            d[section] = theirs[section]
         d.update({"robot": self.robot.name, "n_joints": self.n, "context": self.context,
-                  "contexts_known": w.bank.names,
-                  "learner": {"steps": w.learner.n_steps, "samples": w.learner.n_samples,
-                              "rates": {k: float(np.mean(v)) for k, v in w.learner.rates().items()},
-                              "queued_batches": w.batches_submitted - w.batches_done},
+                  "contexts_known": ls["contexts_known"],
+                  "learner": {**ls["learner"],
+                              "queued_batches": self.batches_submitted - self.batches_done},
                   "resumed_from": self.resumed_from, "warmup_s": self.warmup_s})
         return d
 
     def command(self, cmd: str, args: dict):
         """Mutating commands; raise ValueError / StateFileError for a clear error reply."""
-        w = self.worker
         if cmd == "context":
             self.pending_context = args["name"]
             return {"scheduled": args["name"], "current": self.context}
@@ -342,42 +419,22 @@ class Daemon:
             return {"stopping": True}
         if cmd == "save":
             path = snapshots.confined(self.snap_dir, args.get("path", self.cfg["snapshots"]["file"]))
-            result: dict = {}
-            written = threading.Event()
+            return self.call("snapshot", {"path": str(path), "counters": self._counters(),
+                                          "wait": True}).wait()
+        if cmd in ("load", "reset"):
+            if cmd == "load":
+                name, job_args = "load", {"path": str(snapshots.confined(self.snap_dir, args["path"]))}
+            else:
+                name, job_args = "reset", {"context": self.context}
 
-            def done(err):
-                result["error"] = err
-                written.set()
-            self.snapshot(path, done)
-            if not written.wait(60):
-                raise TimeoutError("snapshot not written within 60 s")
-            if result["error"] is not None:
-                raise OSError(f"snapshot {path} failed: {result['error']}")
-            return {"saved": str(path)}
-        if cmd == "load":
-            path = snapshots.confined(self.snap_dir, args["path"])
-            meta, arrays = snapshots.read(path)
-            learner = make_learner(self.cfg, self.n)
-            bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
-            snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
-            w.call(lambda: w.replace_learner(learner, bank)).wait(60)
-            self.pending_context = None
-            self.context = bank.current
-            self._known, self._refused = set(bank.names), set()
-            return {"loaded": str(path), "context": bank.current, "contexts": bank.names}
-        if cmd == "reset":
-            learner = make_learner(self.cfg, self.n)
-            bank = ContextBank(self.context, self.cfg["contexts"]["max_contexts"])
-            w.call(lambda: w.replace_learner(learner, bank)).wait(60)
-            self._known, self._refused = set(bank.names), set()
-            return {"reset": True, "context": self.context}
+            def replaced(job):  # socket thread: in order with its own switches
+                if job.args["epoch"] > self.serving.epoch:
+                    self.pending_context = None
+                    self.context = job.result["context"]
+                    self._known = set(job.result.get("contexts", [self.context]))
+                    self._refused = set()
+                    self.serving.replace(self.context, job.args["epoch"])
+            return self.call(name, job_args, on_reply=replaced, epoch=True).wait()
         if cmd == "options":
-            def apply():
-                if "lr" in args:
-                    w.learner.set_lr(float(args["lr"]))
-                if "memory" in args:
-                    w.learner.set_memory_learning(args["memory"])
-                return {"rates": {k: float(np.mean(v)) for k, v in w.learner.rates().items()}}
-            return w.call(apply).wait(60)
+            return self.call("options", {k: args[k] for k in ("lr", "memory") if k in args}).wait()
         raise ValueError(f"unhandled command {cmd!r}")
-

@@ -1,178 +1,242 @@
-"""The learning thread and the serving copy of the model.
+"""The learning process, the shared memory it publishes into, and the serving copy.
 
-The socket thread predicts every packet at once from a *serving copy* of the active model
-(weights and normalisers) and fills batch slots; the learning thread runs `learn_many` on each
-full slot (numba kernels with nogil=True, so the socket thread keeps running beside it), then
-publishes the new weights into the serving copy. Every slot is learned exactly once, in order.
+The daemon runs in two processes so that learning never takes the CPU, the caches or the GIL
+from the per-packet path:
 
-Every change of the learning state (steps, context switches, snapshots, reset, load, options)
-runs in this one thread, so none of them needs a lock.
+  * the serving process (rtlearn.service.daemon) predicts every packet at once from its own
+    private copy of the active model and writes the samples into batch slots in shared memory;
+  * the learning process (`LearningProcess`, forked before the serving process starts any
+    thread or socket) owns the learner and the context bank. It learns each submitted slot,
+    in order, and publishes the new weights into shared memory. Every change of the learning
+    state (steps, context switches, snapshots, reset, load, options) runs there, in the order
+    the serving process sent it, so none of them needs a lock.
+
+Messages go through a pipe (small pickled tuples: slot numbers and jobs); batches and
+weights go through one anonymous shared mapping (`Arena`). The published model is guarded by
+a process-shared lock the reader only ever tries (`try_refresh`), so a copy is never torn and
+the per-packet path never waits.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import mmap
+import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
-from types import SimpleNamespace
+import traceback
 
 import numpy as np
 
-from rtlearn.learner import OnlineLearner
+from rtlearn.learner import OnlineLearner, StateFileError
+from rtlearn.learner.learner import ModelCopy
+from rtlearn.service import snapshots
 from rtlearn.service.contexts import ContextBank
 from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
 
-NICE = 10  # the learning thread's niceness where SCHED_IDLE is not available
+NICE = 10  # the learning process's niceness where SCHED_IDLE is not available
+
+
+class Arena:
+    """One anonymous shared mapping (inherited by the forked learning process) holding the
+    published model and the batch slots. header: [version, epoch]: version counts
+    publications, epoch names the switch / reset / load the model belongs to."""
+
+    def __init__(self, learner: OnlineLearner, slots: int):
+        c = learner.config
+        theta = learner.net.theta
+        n_in, n_out, b = c.n_inputs, c.n_joints, c.batch_size
+        shapes = {"header": ((2,), np.int64), "theta": (theta.shape, np.float64),
+                  "x_mean": ((n_in,), np.float64), "x_scale": ((n_in,), np.float64),
+                  "y_mean": ((n_out,), np.float64), "y_scale": ((n_out,), np.float64),
+                  "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
+                  "P": ((slots, b, n_out), np.float64)}
+        size = sum(int(np.prod(s)) * 8 for s, _ in shapes.values())
+        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        views, offset = {}, 0
+        for name, (shape, dtype) in shapes.items():
+            n = int(np.prod(shape))
+            views[name] = np.frombuffer(self._map, dtype, n, offset).reshape(shape)
+            offset += n * 8
+        self.header = views["header"]
+        self.model = ModelCopy(*(views[k] for k in ("theta", "x_mean", "x_scale", "y_mean",
+                                                    "y_scale")))
+        self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
+        self.lock = multiprocessing.get_context("fork").Lock()
+
+    def publish(self, learner: OnlineLearner, epoch: int) -> None:
+        """Learning process: the learner's active model becomes the published one."""
+        with self.lock:
+            learner.copy_model_into(self.model)
+            self.header[1] = epoch
+            self.header[0] += 1
 
 
 class ServingModel:
-    """What the socket thread predicts from, without ever waiting for the learning thread.
+    """What the serving process predicts from, without ever waiting for learning.
 
-    Three buffers of (weights, normalisers, context name): the socket thread reads the current
-    one, the learning thread writes one that is neither current nor being read, then makes it
-    current. (Two are not enough: a read that started just before a flip may still be running
-    when the next write begins.) When a context is parked, its last buffer is frozen; a switch
-    back to it serves that frozen copy at once, until the learning thread has restored the
-    model and published it.
+    `current` is a private copy of the last published model of this epoch, refreshed between
+    packets (`try_refresh`): a private copy stays in this core's cache, where the shared one
+    is rewritten by the other core every step. At a context switch the current copy is
+    parked as that context's frozen model, and until the learning process has carried out
+    the switch and published the new context's model, predictions come from the new
+    context's frozen copy (a known context: the paper's reload) or from the parked one (a new
+    context starts from the current model).
     """
 
-    def __init__(self, learner: OnlineLearner, context: str):
-        # Predictions go through this learner's predict_one (its single-row buffers are used
-        # by the socket thread only); a learner swapped in later has the same shapes.
-        self._predictor = learner
-        self._bufs = [self._buffer(learner) for _ in range(3)]
-        self.current = self._bufs[0]
-        self.reading = None
-        self.frozen: dict[str, SimpleNamespace] = {}
-        self.wanted = context  # set by the socket thread at a switch
-        self.publish(learner, context)
+    def __init__(self, arena: Arena, predictor: OnlineLearner, context: str):
+        # Predictions go through predictor.predict_one (its one-row buffers belong to this
+        # thread); the learner itself lives in the learning process.
+        self.arena, self._predictor = arena, predictor
+        self.current = self._blank()
+        self._staging = self._blank()
+        self.frozen: dict[str, ModelCopy] = {}
+        self.interim: ModelCopy | None = None  # served until this epoch's model arrives
+        self.context, self.epoch, self._version = context, 0, -1
 
-    @staticmethod
-    def _buffer(learner, context: str = ""):
-        return SimpleNamespace(model=learner.model_copy(), context=context)
+    def _blank(self) -> ModelCopy:
+        m = self.arena.model
+        return ModelCopy(*(np.zeros_like(a) for a in (m.theta, m.x_mean, m.x_scale, m.y_mean,
+                                                      m.y_scale)))
 
-    def publish(self, learner: OnlineLearner, context: str) -> None:
-        """Learning thread: copy the learner's active model in and make it current."""
-        target = next(b for b in self._bufs if b is not self.current and b is not self.reading)
-        learner.copy_model_into(target.model)
-        target.context = context
-        self.current = target
+    def try_refresh(self) -> bool:
+        """Take the published model if it is new and of this epoch; never blocks."""
+        header = self.arena.header
+        if header[0] == self._version or header[1] != self.epoch:
+            return False
+        if not self.arena.lock.acquire(False):
+            return False  # being written: try again after the next packet
+        try:
+            if header[1] != self.epoch:
+                return False
+            m = self.arena.model
+            self._staging.assign(m.theta, m.x_mean, m.x_scale, m.y_mean, m.y_scale)
+            self._version = int(header[0])
+        finally:
+            self.arena.lock.release()
+        self.current, self._staging = self._staging, self.current
+        self.interim = None
+        return True
 
-    def freeze(self, learner: OnlineLearner, context: str) -> None:
-        """Learning thread, before parking `context`: keep its model servable. A new buffer
-        each time, so a reader of the previous one is never disturbed."""
-        self.frozen[context] = self._buffer(learner, context)
+    def switch(self, name: str, epoch: int) -> None:
+        """Serving side of a context switch (the learning process does its part in order)."""
+        parked = self.current if self.interim is None else self.interim
+        self.frozen[self.context] = parked
+        self.interim = self.frozen.get(name, parked)
+        self.current, self._staging = self._blank(), self._blank()
+        self.context, self.epoch, self._version = name, epoch, -1
+
+    def replace(self, context: str, epoch: int) -> None:
+        """After a reset or load: nothing frozen is valid any more."""
+        self.frozen.clear()
+        if self.interim is None:
+            self.interim = self.current
+        self.context, self.epoch, self._version = context, epoch, -1
+        self.try_refresh()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Socket thread: the prediction for one feature row (a view of a reused buffer)."""
-        while True:  # claim the current buffer; retry if it was replaced meanwhile
-            buf = self.current
-            self.reading = buf
-            if self.current is buf:
-                break
-        if buf.context != self.wanted:
-            # switch not carried out yet: a known context's frozen model, else (a new
-            # context starts from the current model) the current one
-            buf = self.frozen.get(self.wanted, buf)
-        y = self._predictor.predict_one(x, buf.model)
-        self.reading = None
-        return y
+        """The prediction for one feature row (a view of a reused buffer)."""
+        return self._predictor.predict_one(x, self.current if self.interim is None
+                                           else self.interim)
 
 
-class Job:
-    """A function to run in the learning thread; wait() returns its result or raises."""
-
-    def __init__(self, fn):
-        self.fn, self.result, self.error = fn, None, None
-        self.done = threading.Event()
-
-    def wait(self, timeout: float | None = None):
-        if not self.done.wait(timeout):
-            raise TimeoutError("the learning thread did not answer in time")
-        if self.error is not None:
-            raise self.error
-        return self.result
+def _lowest_priority() -> None:
+    """The per-packet path gets the CPU first: SCHED_IDLE runs this process only when no
+    other wants the core and lets any wakeup preempt it at once; elsewhere a niceness."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(NICE)
+        except OSError:
+            pass
 
 
-class LearningWorker(threading.Thread):
-    def __init__(self, learner: OnlineLearner, bank: ContextBank, stats: Stats, guard: dict,
-                 limited_log: RateLimitedLog):
-        super().__init__(name="rtlearn-learning", daemon=True)
-        c = learner.config
-        self.learner, self.bank, self.stats, self.guard = learner, bank, stats, guard
-        self.say = limited_log
-        k, b = int(guard["batch_queue"]), c.batch_size
-        self.X = np.zeros((k, b, c.n_inputs))
-        self.Y = np.zeros((k, b, c.n_joints))
-        self.P = np.zeros((k, b, c.n_joints))  # served predictions: the prequential record
-        self.free: queue.SimpleQueue = queue.SimpleQueue()
-        for slot in range(k):
-            self.free.put(slot)
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.batches_submitted = 0   # written by the socket thread only
-        self.batches_done = 0        # written by this thread only
-        self.rollback_requested = False
-        self.serving = ServingModel(learner, bank.current)
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the serving process dies (kill -9 included)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class LearningProcess:
+    """Serving-process handle of the learning process, and (after the fork) its main loop.
+
+    Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested),
+    ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
+    ("reply", id, ok, result or (reason, message)), ("stopped", status).
+    """
+
+    def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
+                 make_learner, robot_name: str):
+        self.cfg, self.guard = cfg, cfg["guard"]
+        self.make_learner, self.robot_name = make_learner, robot_name
+        self.arena = Arena(learner, int(self.guard["batch_queue"]))
+        self.learner, self.bank, self.epoch = learner, bank, 0
+        self.config = learner.config
+        self.arena.publish(learner, 0)
+        self.conn, child = multiprocessing.Pipe(duplex=True)
+        self.proc = multiprocessing.get_context("fork").Process(
+            target=self._main, args=(child,), name="rtlearn-learning", daemon=True)
+        self.proc.start()
+        child.close()
+        del self.learner, self.bank  # from here the learning state lives in the child
+
+    # -- the learning process -------------------------------------------------------------
+    def _main(self, conn) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # the serving process decides when to stop
+        _die_with_parent()
+        _lowest_priority()
+        self.conn = conn
+        self.stats = Stats(self.config.n_joints)
+        self.say = RateLimitedLog(log, self.guard["log_interval"])
         self._good = None
         self._save_good()
-
-    # -- called from other threads ----------------------------------------------------------
-    def submit_batch(self, slot: int, n: int) -> None:
-        self.batches_submitted += 1
-        self._jobs.put((slot, n))
-
-    def call(self, fn) -> Job:
-        """Run fn() in the learning thread after everything submitted before it."""
-        job = Job(fn)
-        self._jobs.put(job)
-        return job
-
-    def stop(self) -> None:
-        """Learn everything submitted, then end the thread."""
-        self._jobs.put(None)
-        self.join()
-
-    # -- the thread -------------------------------------------------------------------------
-    def run(self) -> None:
-        # The per-packet path gets the CPU first: SCHED_IDLE (Linux, per thread) runs this
-        # thread only when no other wants the core and lets any wakeup preempt it at once;
-        # elsewhere a niceness. (Against nice 10 the gain was within run-to-run variance:
-        # inside-daemon p99 0.30 vs 0.34 ms in two 30 s serve benches.)
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-            except (AttributeError, OSError):
-                pass
-        while (job := self._jobs.get()) is not None:
-            if isinstance(job, Job):
+        self._writer = _SnapshotWriter(self.stats, self.say)
+        self._writer.start()
+        while True:
+            msg = conn.recv()
+            kind = msg[0]
+            if kind == "batch":
+                _, slot, n, rollback = msg
                 try:
-                    job.result = job.fn()
-                except Exception as e:  # reported to the caller, never kills the thread
-                    job.error = e
-                job.done.set()
-                continue
-            slot, n = job
-            try:
-                self._learn(slot, n)
-            except Exception:
-                log.exception("learning step failed; rolling back")
-                self._rollback("exception in the learning step")
-            self.free.put(slot)
-            self.batches_done += 1
+                    self._learn(slot, n, rollback)
+                except Exception:
+                    log.exception("learning step failed; rolling back")
+                    self._rollback("exception in the learning step")
+                conn.send(("done", slot))
+            elif kind == "job":
+                _, job_id, name, args = msg
+                try:
+                    conn.send(("reply", job_id, True, getattr(self, "_job_" + name)(**args)))
+                except StateFileError as e:
+                    conn.send(("reply", job_id, False, ("bad_snapshot", str(e))))
+                except (ValueError, OSError) as e:
+                    conn.send(("reply", job_id, False, ("failed", str(e))))
+                except Exception as e:  # reported to the caller, never ends the process
+                    log.error("learning job %s failed:\n%s", name, traceback.format_exc())
+                    conn.send(("reply", job_id, False, ("internal", f"{type(e).__name__}: {e}")))
+            elif kind == "stop":
+                self._writer.stop()
+                conn.send(("stopped", self._status()))
+                return
 
-    def _learn(self, slot: int, n: int) -> None:
+    def _learn(self, slot: int, n: int, rollback: bool) -> None:
         t0 = time.perf_counter()
-        if self.rollback_requested:
-            self.rollback_requested = False
+        if rollback:
             self._rollback("a served prediction was not finite")
-        X, Y, P = self.X[slot, :n], self.Y[slot, :n], self.P[slot, :n]
+        a = self.arena
+        X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
         err = P - Y
         sq = np.einsum("ij,ij->j", err, err)
         loss = self.learner.learn_many(X, Y)
@@ -186,7 +250,7 @@ class LearningWorker(threading.Thread):
             self.stats.add_prequential(sq, n, loss)
             if self.learner.n_steps % int(self.guard["good_every"]) == 0:
                 self._save_good()
-        self.serving.publish(self.learner, self.bank.current)
+        a.publish(self.learner, self.epoch)
         self.stats.steps += 1
         self.stats.samples_learned += n
         self.stats.step_time.add(time.perf_counter() - t0)
@@ -203,14 +267,27 @@ class LearningWorker(threading.Thread):
         self.learner.set_memory_state(mem, transfer=False)
         self.stats.rollbacks += 1
         self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
-        self.serving.publish(self.learner, self.bank.current)
+        self.arena.publish(self.learner, self.epoch)
 
-    # -- jobs (run in this thread through call()) -------------------------------------------
-    def switch_context(self, name: str) -> str:
-        old = self.bank.current
-        if name != old:
-            self.serving.freeze(self.learner, old)
+    def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int) -> None:
+        self.learner, self.bank, self.epoch = learner, bank, epoch
+        self.stats.reset_losses()
+        self._save_good()
+        self.arena.publish(learner, epoch)
+
+    def _status(self) -> dict:
+        lr = self.learner
+        return {"stats": self.stats.as_dict(), "contexts_known": self.bank.names,
+                "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
+                            "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
+
+    # -- jobs: ("job", id, name, args) runs _job_<name>(**args) -----------------------------
+    def _job_status(self) -> dict:
+        return self._status()
+
+    def _job_switch(self, name: str, epoch: int) -> str:
         outcome = self.bank.switch(self.learner, name)
+        self.epoch = epoch
         if outcome != "same":
             self.stats.context_switches += 1
             if outcome == "created":
@@ -218,14 +295,79 @@ class LearningWorker(threading.Thread):
             else:
                 self.stats.contexts_restored += 1
             self._save_good()
-            self.serving.publish(self.learner, self.bank.current)
+        self.arena.publish(self.learner, epoch)
         return outcome
 
-    def replace_learner(self, learner: OnlineLearner, bank: ContextBank) -> None:
-        """Swap in a whole new learning state (reset, load)."""
-        self.learner, self.bank = learner, bank
-        self.stats.reset_losses()
-        self._save_good()
-        self.serving.frozen.clear()
-        self.serving.wanted = bank.current
-        self.serving.publish(learner, bank.current)
+    def _capture(self, counters: dict):
+        meta, arrays = snapshots.capture(self.learner, self.bank,
+                                         {"steps": self.stats.steps,
+                                          "samples": self.stats.samples_learned, **counters})
+        meta["robot"] = self.robot_name
+        return meta, arrays
+
+    def _job_snapshot(self, path: str, counters: dict, wait: bool) -> dict:
+        """Capture here (consistent with the learning order), write in the writer thread."""
+        done = threading.Event() if wait else None
+        result: dict = {}
+        self._writer.todo.put((path, *self._capture(counters), done, result))
+        if done is not None:
+            done.wait()
+            if result.get("error") is not None:
+                raise OSError(f"snapshot {path} failed: {result['error']}")
+        return {"saved": path}
+
+    def _job_load(self, path: str, epoch: int) -> dict:
+        meta, arrays = snapshots.read(path)
+        learner = self.make_learner()
+        bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
+        snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
+        self._replace(learner, bank, epoch)
+        return {"loaded": path, "context": bank.current, "contexts": bank.names}
+
+    def _job_reset(self, context: str, epoch: int) -> dict:
+        self._replace(self.make_learner(),
+                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch)
+        return {"reset": True, "context": context}
+
+    def _job_options(self, lr: float | None = None, memory: bool | None = None) -> dict:
+        if lr is not None:
+            self.learner.set_lr(float(lr))
+        if memory is not None:
+            self.learner.set_memory_learning(memory)
+        return {"rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
+
+    def _job_final_snapshot(self, path: str, counters: dict) -> dict:
+        """At shutdown, after every submitted batch: written before the reply."""
+        meta, arrays = self._capture(counters)
+        snapshots.write(path, meta, arrays)
+        self.stats.snapshots_written += 1
+        self.stats.last_snapshot = path
+        return {"saved": path}
+
+
+class _SnapshotWriter(threading.Thread):
+    """File I/O off the learning loop (learning process)."""
+
+    def __init__(self, stats: Stats, say: RateLimitedLog):
+        super().__init__(name="rtlearn-snapshots", daemon=True)
+        self.stats, self.say = stats, say
+        self.todo: queue.SimpleQueue = queue.SimpleQueue()
+
+    def stop(self) -> None:
+        self.todo.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while (item := self.todo.get()) is not None:
+            path, meta, arrays, done, result = item
+            try:
+                snapshots.write(path, meta, arrays)
+                self.stats.snapshots_written += 1
+                self.stats.last_snapshot = str(path)
+            except Exception as e:  # a full disk must not stop learning
+                self.stats.snapshot_errors += 1
+                result["error"] = e
+                self.say("snapshot", f"snapshot {path} failed: {e}", logging.ERROR)
+            if done is not None:
+                done.set()
+

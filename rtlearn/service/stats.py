@@ -1,8 +1,9 @@
 """Running statistics of the daemon and rate-limited logging.
 
-Writers are the socket thread (packet counters, latencies) and the learning thread (step
-times, losses); the control thread only reads. Counters are plain ints (atomic under the GIL);
-latencies go into fixed rings so the hot path never allocates.
+Each of the daemon's two processes keeps a `Stats`: the serving process its packet counters,
+latencies, deadline misses and back-pressure; the learning process its steps, step times,
+losses, contexts and snapshots (`Daemon.status` merges them). Counters are plain ints
+(atomic under the GIL); latencies go into fixed rings so the hot path never allocates.
 """
 
 from __future__ import annotations
