@@ -26,7 +26,9 @@ import numpy as np
 import zmq
 
 from rtlearn.protocol.schema import encode_hello, encode_state
+from rtlearn.service.config import load_config
 from rtlearn.service.launch import DaemonProcess, endpoints
+from rtlearn.service.realtime import beside_daemon
 from rtlearn.service.synthetic import synthetic_state
 
 HWM = 1_000_000
@@ -213,45 +215,17 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
     try:
         eps = endpoints(transport, work / "echo")
         (work / "echo").mkdir(parents=True, exist_ok=True)
-        echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
-                                 eps["state"], eps["prediction"]])
-        try:
-            with DaemonProcess(work / "daemon", config, transport=transport) as daemon:
-                say(f"echo and daemon: {rate:g} Hz over {transport}, {seconds:g} s each, taking "
-                    f"turns every {block:g} s (the same client loop; learning on) ...")
-                e = Driver(eps["state"], eps["prediction"], n)
-                d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], n)
-                interleaved([e, d], [_frames(n, stream=1), _frames(n, stream=1)], rate,
-                            max(1, int(block * rate)))
-                result["echo_rtt_ms"], result["daemon_rtt_ms"] = _rtt(e), _rtt(d)
-                e.close()
-                d.close()
-                st = _settled(daemon, n - n % 10)
-                result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
-                                    "rejected": st["packets"]["rejected_total"],
-                                    "deadline_misses": st["learning"]["deadline_misses"],
-                                    "backpressure_waits": st["learning"]["backpressure_waits"],
-                                    "step_ms": st["learning"]["step_ms"],
-                                    "samples_learned": st["learning"]["samples"],
-                                    "learner": st["learner"]}
-
-                say(f"replay: {replay_samples} samples as fast as the daemon takes them ...")
-                before = st["learning"]["samples"]
-                flood = _frames(replay_samples, stream=2)
-                d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"],
-                           replay_samples)
-                t0 = time.perf_counter()
-                d.flood(flood, window=2000)
-                st = _settled(daemon, before + replay_samples - replay_samples % 10)
-                elapsed = time.perf_counter() - t0
-                learned = st["learning"]["samples"] - before
-                result["replay"] = {"samples_learned": learned, "seconds": elapsed,
-                                    "samples_per_s": learned / elapsed,
-                                    "predictions": d.replies, "lost": st["packets"]["lost"]}
-                d.close()
-        finally:
-            echo.kill()
-            echo.wait()
+        with DaemonProcess(work / "daemon", config, transport=transport) as daemon:
+            # the client and the echo on the daemon's serving CPUs, as a controller should be
+            with beside_daemon(load_config(None, config)["realtime"]) as cpus:
+                result["client_cpus"] = sorted(cpus or [])
+                echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
+                                         eps["state"], eps["prediction"]])
+                try:
+                    _measure(daemon, eps, n, rate, block, replay_samples, result, say)
+                finally:
+                    echo.kill()
+                    echo.wait()
         ratio = result["daemon_rtt_ms"]["p99"] / result["echo_rtt_ms"]["p99"]
         result["rtt_p99_ratio_daemon_over_echo"] = ratio
         say(summary(result))
@@ -259,6 +233,41 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _measure(daemon, eps, n, rate, block, replay_samples, result, say) -> None:
+    say(f"echo and daemon: {result['rate_hz']:g} Hz over {result['transport']}, "
+        f"{result['seconds']:g} s each, taking turns every {block:g} s (the same client loop; "
+        "learning on) ...")
+    e = Driver(eps["state"], eps["prediction"], n)
+    d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], n)
+    interleaved([e, d], [_frames(n, stream=1), _frames(n, stream=1)], rate,
+                max(1, int(block * rate)))
+    result["echo_rtt_ms"], result["daemon_rtt_ms"] = _rtt(e), _rtt(d)
+    e.close()
+    d.close()
+    st = _settled(daemon, n - n % 10)
+    result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
+                        "rejected": st["packets"]["rejected_total"],
+                        "deadline_misses": st["learning"]["deadline_misses"],
+                        "backpressure_waits": st["learning"]["backpressure_waits"],
+                        "step_ms": st["learning"]["step_ms"],
+                        "samples_learned": st["learning"]["samples"],
+                        "learner": st["learner"], "realtime": st["realtime"]}
+
+    say(f"replay: {replay_samples} samples as fast as the daemon takes them ...")
+    before = st["learning"]["samples"]
+    flood = _frames(replay_samples, stream=2)
+    d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], replay_samples)
+    t0 = time.perf_counter()
+    d.flood(flood, window=2000)
+    st = _settled(daemon, before + replay_samples - replay_samples % 10)
+    elapsed = time.perf_counter() - t0
+    learned = st["learning"]["samples"] - before
+    result["replay"] = {"samples_learned": learned, "seconds": elapsed,
+                        "samples_per_s": learned / elapsed,
+                        "predictions": d.replies, "lost": st["packets"]["lost"]}
+    d.close()
 
 
 def _settled(daemon: DaemonProcess, samples: int, timeout: float = 120.0) -> dict:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
                                      DEFAULT_STATE_ENDPOINT)
+from rtlearn.service.realtime import cpu_plan
 
 
 def _learner_default(key: str):
@@ -66,10 +67,17 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
     },
     "realtime": {
-        "spin": (0.005, "s after each packet during which the socket thread polls without "
-                 "sleeping: at 1 kHz it never sleeps, so its core stays awake and its caches "
-                 "warm (a wake-up from sleep costs 5x on a VM: docs/performance.md); "
-                 "0: always sleep in poll"),
+        "learning_cpus": ([-1], "CPUs of the learning process, as indices into the CPUs the "
+                          "daemon may use (negative: from the end); [] = no pinning. With "
+                          "fewer than 2 CPUs nothing is pinned"),
+        "serving_cpus": ([], "CPUs of the serving process (same indexing); [] = all the others. "
+                         "Run the controller there too"),
+        "priority": (0, "SCHED_FIFO priority (1-99) of the socket thread; 0 = normal "
+                     "scheduling. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO (else a warning)"),
+        "spin": (0.0, "s after each packet during which the socket thread polls without "
+                 "sleeping: with a stream at 1 kHz it never sleeps and keeps its core's caches "
+                 "warm, at the price of that core. Only with a spare core for it: on 2 cores it "
+                 "made the round trip worse (docs/performance.md)"),
     },
     "security": {
         "curve_secret_key": ("", "Z85 secret key of the control socket (`rtlearn ctl keygen`); "
@@ -174,8 +182,18 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         learner_config(cfg, 7)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [learner]: {e}") from None
-    if not cfg["realtime"]["spin"] >= 0:
+    rt = cfg["realtime"]
+    if not rt["spin"] >= 0:
         raise ConfigError(f"{where}: realtime.spin must be >= 0 seconds")
+    if not 0 <= rt["priority"] <= 99:
+        raise ConfigError(f"{where}: realtime.priority must be 0 (off) or 1..99")
+    for key in ("learning_cpus", "serving_cpus"):
+        if any(type(i) is not int for i in rt[key]):
+            raise ConfigError(f"{where}: realtime.{key} must be a list of integers")
+    try:
+        cpu_plan(rt)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):

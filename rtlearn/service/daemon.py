@@ -28,12 +28,15 @@ import numpy as np
 import zmq
 
 from rtlearn.learner import OnlineLearner, StateFileError
-from rtlearn.protocol.schema import ProtocolError, encode_hello, encode_prediction, read_state
-from rtlearn.service import snapshots
+from rtlearn.kernels import packet as K
+from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello, encode_state,
+                                     read_state)
+from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import LearningProcess, ServingModel
 from rtlearn.service.stats import RateLimitedLog, Stats
+from rtlearn.sources.base import JointState
 from rtlearn.sources.filters import CausalDerivative
 
 log = logging.getLogger("rtlearn.service")
@@ -89,11 +92,13 @@ class Daemon:
             else:
                 log.warning("--resume: no snapshot at %s; starting fresh", self.snap_path)
         predictor = self._warm_up()
-        self.context = bank.current
+        self._set_context(bank.current)
         self._known = set(bank.names)  # contexts the bank holds once queued switches are done
+        serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
+        self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
         # Forked now, before this process has any thread or socket.
-        self.learning = LearningProcess(learner, bank, cfg,
-                                        lambda: make_learner(cfg, self.n), robot.name)
+        self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
+                                        robot.name, learning_cpus)
         del learner, bank
         arena = self.learning.arena
         self.serving = ServingModel(arena, predictor, self.context)
@@ -117,9 +122,15 @@ class Daemon:
         self._slot = self._free.popleft()
         self._fill = 0
         self._zeros = np.zeros(self.n)
+        self._vec = np.zeros((4, self.n))
+        self._head = np.zeros(K.HEAD_LEN, np.int64)
+        self._head_f64 = self._head.view(np.float64)
+        self._out = np.zeros(128 + 9 * self.n + 4 * MAX_LABEL, np.uint8)
+        realtime.pin_to(serving_cpus)  # before the context: its I/O threads inherit it
         self._zmq = zmq.Context()
         self._sockets()
         self.control = None
+        self.realtime: dict = {}
 
     def _warm_up(self) -> OnlineLearner:
         """Compile / load every kernel before the first packet, on a throwaway learner that
@@ -129,6 +140,12 @@ class Daemon:
         scratch.learn_many(x, np.zeros((x.shape[0], self.n)))
         scratch.is_finite()
         scratch.predict_one(x[0], scratch.model_copy())
+        z = np.zeros(self.n)
+        frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
+        K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),
+                      np.frombuffer(b"warm-up", np.uint8))
+        K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
+                                 np.frombuffer(b"warm-up", np.uint8), True)
         return scratch
 
     def _sockets(self) -> None:
@@ -203,15 +220,18 @@ class Daemon:
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.control = ControlServer(self, self._zmq)
         self.control.start()
+        fifo = realtime.fifo(int(self.cfg["realtime"]["priority"]))  # this thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         interval = float(self.cfg["snapshots"]["interval"])
         spin = float(self.cfg["realtime"]["spin"])
         next_snapshot = time.monotonic() + interval if interval > 0 else math.inf
-        log.info("serving %s: states %s, predictions %s, control %s; kernels ready in %.2f s",
-                 self.robot.name, self.cfg["endpoints"]["state"],
+        self.realtime = {**{f"{k}_cpus": v for k, v in self.cpus.items()}, "fifo": fifo,
+                         "spin_s": spin}
+        log.info("serving %s: states %s, predictions %s, control %s; kernels ready in %.2f s; "
+                 "realtime %s", self.robot.name, self.cfg["endpoints"]["state"],
                  self.cfg["endpoints"]["prediction"], self.cfg["endpoints"]["control"],
-                 self.warmup_s)
+                 self.warmup_s, self.realtime)
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
@@ -276,13 +296,41 @@ class Daemon:
         self.stats.rejected[reason] += 1
         self.say(reason, f"rejected a state packet: {message}")
 
+    def _decode(self, frame: bytes):
+        """(seq, t, stream, label, q, qd, tau, qdd) of a state packet, or None if rejected.
+        The compiled parser takes the common packets; anything else (and every invalid one)
+        goes to read_state, which names the reason. Vectors may be views of reused buffers."""
+        code = K.parse_state(frame, self.n, self._vec, self._head, self._ctx_bytes)
+        if code == K.FALLBACK:
+            try:
+                state, stream = read_state(frame, self.n)
+            except ProtocolError as e:
+                self._reject(e.reason, str(e))
+                return None
+            return (state.seq, state.t, stream, state.context, state.q, state.qd, state.tau,
+                    state.qdd)
+        head, vec = self._head, self._vec
+        if code == K.OK_NO_LABEL:
+            label = None
+        elif code == K.OK_SAME_LABEL:
+            label = self.context
+        else:
+            at = int(head[K.H_CTX_AT])
+            label = frame[at: at + int(head[K.H_CTX_LEN])].decode("ascii")
+        return (int(head[K.H_SEQ]), float(self._head_f64[K.H_T]),
+                int(head[K.H_STREAM]) if head[K.H_HAS_STREAM] else None, label,
+                vec[0], vec[1], vec[2], vec[3] if head[K.H_HAS_QDD] else None)
+
+    def _set_context(self, name: str) -> None:
+        self.context = name
+        self._ctx_bytes = np.frombuffer(name.encode(), np.uint8)
+
     def _handle(self, frame: bytes, arrival: float) -> None:
-        try:
-            state, stream = read_state(frame, self.n)
-        except ProtocolError as e:
-            self._reject(e.reason, str(e))
+        decoded = self._decode(frame)
+        if decoded is None:
             return
-        seq, last = state.seq, self._last_seq
+        seq, t, stream, label, q, qd, tau, qdd = decoded
+        last = self._last_seq
         if stream != self._stream or last is None:
             if last is not None:
                 self._new_stream(f"stream id {self._stream} -> {stream}")
@@ -299,27 +347,28 @@ class Daemon:
             self.say("lost", f"sequence gap: {seq - last - 1} packets lost before seq {seq}")
         self._last_seq, self._last_arrival = seq, arrival
 
-        wanted = state.context if state.context is not None else self.pending_context
+        wanted = label if label is not None else self.pending_context
         self.pending_context = None
         if wanted is not None and wanted != self.context and wanted not in self._refused:
             self._switch(wanted)
 
         arena, i, n = self.learning.arena, self._fill, self.n
         x = arena.X[self._slot, i]
-        x[:n] = state.q
-        x[n:2 * n] = state.qd
-        x[2 * n:] = self._qdd.update(state.t, state.qd) if state.qdd is None else state.qdd
-        arena.Y[self._slot, i] = state.tau
+        x[:n] = q
+        x[n:2 * n] = qd
+        x[2 * n:] = self._qdd.update(t, qd) if qdd is None else qdd
+        arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
-        taus = pred.tolist()  # checked and sent as Python floats: cheaper than numpy for 7
-        valid = all(map(math.isfinite, taus))
+        # (a sum beyond 1e308 N*m counts as non-finite too: no such prediction is usable)
+        valid = math.isfinite(pred.sum())
         if not valid:
-            pred, taus = self._zeros, self._zeros.tolist()
+            pred = self._zeros
             self.stats.invalid_predictions += 1
             self._rollback_requested = True
             self.say("nonfinite", "the model predicted NaN/inf: published valid=false, rolling back")
         arena.P[self._slot, i] = pred
-        self.pub.send(encode_prediction(seq, state.t, taus, self.context, valid), zmq.NOBLOCK)
+        size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
+        self.pub.send(self._out[:size], zmq.NOBLOCK)
         self.stats.predicted += 1
         self.stats.latency.add(time.perf_counter() - arrival)
         self._fill = i + 1
@@ -364,7 +413,7 @@ class Daemon:
         job = self.call("switch", {"name": name}, epoch=True)
         self.serving.switch(name, job.args["epoch"])
         self._known.add(name)
-        self.context = name
+        self._set_context(name)
 
     # -- shutdown ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -406,7 +455,8 @@ class Daemon:
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
-                  "resumed_from": self.resumed_from, "warmup_s": self.warmup_s})
+                  "resumed_from": self.resumed_from, "warmup_s": self.warmup_s,
+                  "realtime": self.realtime})
         return d
 
     def command(self, cmd: str, args: dict):
@@ -430,7 +480,7 @@ class Daemon:
             def replaced(job):  # socket thread: in order with its own switches
                 if job.args["epoch"] > self.serving.epoch:
                     self.pending_context = None
-                    self.context = job.result["context"]
+                    self._set_context(job.result["context"])
                     self._known = set(job.result.get("contexts", [self.context]))
                     self._refused = set()
                     self.serving.replace(self.context, job.args["epoch"])

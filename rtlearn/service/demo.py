@@ -15,7 +15,9 @@ import time
 import numpy as np
 
 from rtlearn.protocol.client import RobotClient
+from rtlearn.service.config import load_config
 from rtlearn.service.launch import DaemonProcess
+from rtlearn.service.realtime import beside_daemon
 
 PAYLOADS = ("none", "light", "heavy")
 CYCLE_S = 3.5  # one lift, about
@@ -62,7 +64,10 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
           f"{'' if cycles % 3 == 0 else ' (partial)'}, {total / 1000:.1f} s at 1 kHz, "
           f"daemon on {transport} loopback", file=out)
     with tempfile.TemporaryDirectory(prefix="rtlearn-demo-") as work:
-        with DaemonProcess(work, config, transport=transport) as daemon:
+        # the daemon first (it plans its CPUs from ours), then this process, the robot side,
+        # onto its serving CPUs
+        with DaemonProcess(work, config, transport=transport) as daemon, \
+                beside_daemon(load_config(None, config)["realtime"]):
             poller = StatusPoller(daemon)
             poller.start()
             client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"])

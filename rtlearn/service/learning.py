@@ -34,14 +34,11 @@ import numpy as np
 
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.learner.learner import ModelCopy
-from rtlearn.service import snapshots
+from rtlearn.service import realtime, snapshots
 from rtlearn.service.contexts import ContextBank
 from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
-
-NICE = 10  # the learning process's niceness where SCHED_IDLE is not available
-
 
 class Arena:
     """One anonymous shared mapping (inherited by the forked learning process) holding the
@@ -146,18 +143,6 @@ class ServingModel:
                                            else self.interim)
 
 
-def _lowest_priority() -> None:
-    """The per-packet path gets the CPU first: SCHED_IDLE runs this process only when no
-    other wants the core and lets any wakeup preempt it at once; elsewhere a niceness."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.nice(NICE)
-        except OSError:
-            pass
-
-
 def _die_with_parent() -> None:
     """Linux: SIGKILL this process when the serving process dies (kill -9 included)."""
     try:
@@ -177,8 +162,8 @@ class LearningProcess:
     """
 
     def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
-                 make_learner, robot_name: str):
-        self.cfg, self.guard = cfg, cfg["guard"]
+                 make_learner, robot_name: str, cpus: set[int] | None = None):
+        self.cfg, self.guard, self.cpus = cfg, cfg["guard"], cpus
         self.make_learner, self.robot_name = make_learner, robot_name
         self.arena = Arena(learner, int(self.guard["batch_queue"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
@@ -196,7 +181,8 @@ class LearningProcess:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # the serving process decides when to stop
         _die_with_parent()
-        _lowest_priority()
+        realtime.pin_to(self.cpus)
+        realtime.lowest_priority()
         self.conn = conn
         self.stats = Stats(self.config.n_joints)
         self.say = RateLimitedLog(log, self.guard["log_interval"])
