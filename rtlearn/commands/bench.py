@@ -8,8 +8,9 @@ HELP = "latency benchmarks (percentiles over thousands of steps)"
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="?", choices=["step", "serve"], default="step",
-                   help="step: one learning step vs numpy/torch; serve: the daemon on loopback")
+    p.add_argument("target", nargs="?", choices=["step", "packet", "serve"], default="step",
+                   help="step: one learning step vs numpy/torch; packet: the daemon's "
+                        "per-packet work alone; serve: the daemon on loopback")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
     p.add_argument("--seconds", type=float, default=60.0,
@@ -20,7 +21,8 @@ def add_arguments(p):
                    help="samples sent as fast as the daemon takes them (serve)")
     p.add_argument("--transport", choices=["tcp", "ipc"], default="tcp", help="(serve)")
     p.add_argument("--config", metavar="FILE",
-                   help="daemon config overrides, as for `rtlearn serve --config` (serve)")
+                   help="daemon config overrides, as for `rtlearn serve --config` "
+                        "(serve, packet)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON")
 
 
@@ -31,14 +33,18 @@ def _row(name, r):
 
 
 def run(args) -> int:
-    if args.target == "serve":
-        from rtlearn.service.bench import run_serve_bench
+    if args.target in ("serve", "packet"):
+        from rtlearn.service.bench import packet_summary, run_packet_bench, run_serve_bench
         from rtlearn.service.config import ConfigError, read_overrides
         try:
             overrides = read_overrides(args.config) if args.config else None
         except ConfigError as e:
             print(f"rtlearn bench: {e}", file=sys.stderr)
             return 2
+    if args.target == "packet":
+        result = run_packet_bench(overrides)
+        print(packet_summary(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    elif args.target == "serve":
         result = run_serve_bench(seconds=args.seconds, block=args.block,
                                  replay_samples=args.replay, transport=args.transport,
                                  config=overrides)

@@ -15,6 +15,7 @@ Run as a module (`python -m rtlearn.service.bench echo STATE PRED`) it is the ec
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import zmq
 from rtlearn.protocol.schema import encode_hello, encode_state
 from rtlearn.service.config import load_config
 from rtlearn.service.launch import DaemonProcess, endpoints
+from rtlearn.service.learning import Arena, ServingModel
 from rtlearn.service.realtime import beside_daemon
 from rtlearn.service.synthetic import synthetic_state
 
@@ -169,29 +171,75 @@ def _rtt(d: Driver) -> dict:
             "p99": float(np.percentile(rtt, 99)), "max": float(rtt.max())}
 
 
-def per_packet_costs(learner: dict | None = None, repeat: int = 5000) -> dict:
-    """Mean µs of each step of the per-packet path, alone (no learning running, no sockets)."""
+def run_packet_bench(config: dict | None = None, packets: int = 3000,
+                     rate: float = 1000.0) -> dict:
+    """The per-packet work of the daemon alone (no sockets, no learning, no other process):
+    the cost of each piece hot (timeit means, µs), then the whole compiled path (parse, fill,
+    predict, encode) per packet, percentiles in µs, three ways: back to back (hot), paced at
+    `rate` sleeping between packets (what a daemon that sleeps in poll does), and paced
+    spinning (realtime.spin)."""
     import timeit
 
-    from rtlearn.protocol.schema import encode_prediction, read_state
-    from rtlearn.service.config import learner_config, load_config
-    from rtlearn.service.learning import Arena, ServingModel
+    from rtlearn.kernels import packet as K
     from rtlearn.learner import OnlineLearner
+    from rtlearn.protocol.schema import encode_prediction, read_state
+    from rtlearn.service.config import learner_config
 
-    cfg = load_config(None, {"learner": learner} if learner else None)
+    cfg = load_config(None, config)
     trained = OnlineLearner(learner_config(cfg, 7))
     arena = Arena(trained, 2)
     arena.publish(trained, 0)
     model = ServingModel(arena, OnlineLearner(trained.config), "bench")
     model.try_refresh()
     frame = encode_state(synthetic_state(1), stream=1)
+    vec, head = np.zeros((4, 7)), np.zeros(K.HEAD_LEN, np.int64)
+    ctx, out = np.frombuffer(b"bench", np.uint8), np.zeros(1024, np.uint8)
     x, tau = np.zeros(21), np.ones(7)
-    model.predict(x)
-    cost = lambda f: timeit.timeit(f, number=repeat) / repeat * 1e6  # noqa: E731
-    return {"decode_validate_us": cost(lambda: read_state(frame, 7)),
-            "predict_us": cost(lambda: model.predict(x)),
-            "encode_prediction_us": cost(lambda: encode_prediction(1, 0.0, tau, "bench", True)),
-            "hidden": list(cfg["learner"]["hidden"])}
+
+    def whole():
+        K.parse_state(frame, 7, vec, head, ctx)
+        x[:7], x[7:14], x[14:] = vec[0], vec[1], vec[3]
+        pred = model.predict(x)
+        return out[:K.encode_prediction_into(out, 1, 0.5, pred, ctx, True)]
+
+    whole()
+    cost = lambda f: timeit.timeit(f, number=packets) / packets * 1e6  # noqa: E731
+    result = {"hidden": list(cfg["learner"]["hidden"]), "cpus": sorted(os.sched_getaffinity(0)),
+              "parse_state_us": cost(lambda: K.parse_state(frame, 7, vec, head, ctx)),
+              "read_state_us": cost(lambda: read_state(frame, 7)),
+              "predict_us": cost(lambda: model.predict(x)),
+              "encode_prediction_into_us":
+                  cost(lambda: K.encode_prediction_into(out, 1, 0.5, tau, ctx, True)),
+              "encode_prediction_us": cost(lambda: encode_prediction(1, 0.5, tau, "bench", True))}
+    period = 1.0 / rate
+    for mode in ("hot", "sleep", "spin"):
+        t = np.zeros(packets)
+        for k in range(packets):
+            if mode == "sleep":
+                time.sleep(period)
+            elif mode == "spin":
+                until = time.perf_counter() + period
+                while time.perf_counter() < until:
+                    pass
+            t0 = time.perf_counter()
+            whole()
+            t[k] = time.perf_counter() - t0
+        p50, p90, p99 = np.percentile(t * 1e6, [50, 90, 99])
+        result[f"path_{mode}_us"] = {"p50": p50, "p90": p90, "p99": p99, "max": t.max() * 1e6}
+    return result
+
+
+def packet_summary(r: dict) -> str:
+    rows = [f"per-packet work alone, MLP {r['hidden']}, CPUs {r['cpus']} (µs)",
+            f"  decode   compiled {r['parse_state_us']:6.2f}   Python read_state {r['read_state_us']:6.2f}",
+            f"  predict  {r['predict_us']:6.2f}",
+            f"  encode   compiled {r['encode_prediction_into_us']:6.2f}   Python {r['encode_prediction_us']:6.2f}"]
+    for mode, text in (("hot", "back to back"), ("sleep", "1 kHz, sleeping between"),
+                       ("spin", "1 kHz, spinning between")):
+        q = r[f"path_{mode}_us"]
+        rows.append(f"  whole path, {text:<24} p50 {q['p50']:6.1f}  p90 {q['p90']:6.1f}  "
+                    f"p99 {q['p99']:6.1f}  max {q['max']:7.1f}")
+    return "\n".join(rows)
 
 
 def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
@@ -222,7 +270,8 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
                 echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
                                          eps["state"], eps["prediction"]])
                 try:
-                    _measure(daemon, eps, n, rate, block, replay_samples, result, say)
+                    _measure(daemon, eps, n, rate, block, replay_samples, result, say,
+                             load_config(None, config)["learner"]["batch_size"])
                 finally:
                     echo.kill()
                     echo.wait()
@@ -235,7 +284,7 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
             tmp.cleanup()
 
 
-def _measure(daemon, eps, n, rate, block, replay_samples, result, say) -> None:
+def _measure(daemon, eps, n, rate, block, replay_samples, result, say, batch: int) -> None:
     say(f"echo and daemon: {result['rate_hz']:g} Hz over {result['transport']}, "
         f"{result['seconds']:g} s each, taking turns every {block:g} s (the same client loop; "
         "learning on) ...")
@@ -244,6 +293,11 @@ def _measure(daemon, eps, n, rate, block, replay_samples, result, say) -> None:
     interleaved([e, d], [_frames(n, stream=1), _frames(n, stream=1)], rate,
                 max(1, int(block * rate)))
     result["echo_rtt_ms"], result["daemon_rtt_ms"] = _rtt(e), _rtt(d)
+    # the packet that completes a batch (position batch-1) starts a learning step: does the
+    # step slow down the round trips around it?
+    rtt = (d.back - d.sent) * 1e3
+    result["daemon_rtt_p99_by_batch_position_ms"] = [
+        float(np.nanpercentile(rtt[k::batch], 99)) for k in range(batch)]
     e.close()
     d.close()
     st = _settled(daemon, n - n % 10)
@@ -292,6 +346,8 @@ def summary(r: dict) -> str:
         f"p99 {r['daemon']['step_ms']['p99']:.3f} ms; deadline misses "
         f"{r['daemon']['deadline_misses']}; lost {r['daemon']['lost']}, missing replies "
         f"{d['missing']}",
+        "daemon round trip p99 by position in the batch (ms): "
+        + " ".join(f"{v:.2f}" for v in r["daemon_rtt_p99_by_batch_position_ms"]),
         f"replay at maximum speed     : {r['replay']['samples_per_s']:.0f} samples/s learned "
         f"({r['replay']['samples_learned']} in {r['replay']['seconds']:.2f} s)",
     ]
