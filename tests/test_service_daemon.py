@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -130,7 +132,7 @@ def test_context_switch_restores_the_right_model(daemon):
         (pa,) = send_all(c, [back])
     np.testing.assert_allclose(pa.tau, expected_a, rtol=1e-9, atol=1e-9)
     assert np.abs(pb.tau - pa.tau).max() < 1e-9
-    # counters move when the learning thread has carried the switches out
+    # counters move when the learning process has carried the switches out
     st = wait_status(daemon, lambda st: st["contexts"]["switches"] - base["contexts"]["switches"] >= 3)
     assert st["context"] == "a"
     assert st["contexts"]["restored"] - base["contexts"]["restored"] == 1
@@ -266,3 +268,55 @@ def test_divergence_rolls_back_and_predictions_stay_finite(tmp_path):
     assert len(preds) == 3000
     assert all(np.isfinite(p.tau).all() for p in preds)
     assert st["learning"]["rollbacks"] >= 1
+
+
+def probe_like(state, seq: int, context: str | None = None):
+    s = synthetic_state(seq, payload=0.0, context=context)
+    s.q, s.qd, s.qdd = state.q, state.qd, state.qdd
+    return s
+
+
+def test_reset_and_load_through_control_change_the_served_model(tmp_path):
+    probe = synthetic_state(0, payload=0.0)
+    with DaemonProcess(tmp_path, SMALL) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            send_all(c, list(synthetic_stream(1000)))
+            wait_learned(d, 1000)
+            d.request("save", path="trained.rtsnap")
+            snap = d.snapshot_dir / "trained.rtsnap"
+            (trained,) = send_all(c, [probe_like(probe, 1000)])
+            np.testing.assert_allclose(trained.tau, model_prediction(snap, "default", probe),
+                                       rtol=1e-9, atol=1e-9)
+            # reset: the next packet is answered by a fresh model (same seed, no learning)
+            assert d.request("reset")["reset"] is True
+            (fresh,) = send_all(c, [probe_like(probe, 1001)])
+            meta, _ = snapshots.read(snap)
+            new = OnlineLearner(LearnerConfig.from_dict(meta["learner"]))
+            np.testing.assert_allclose(fresh.tau, new.predict_one(features(probe)),
+                                       rtol=1e-9, atol=1e-9)
+            assert np.abs(fresh.tau - trained.tau).max() > 1e-3
+            # load: the trained model is back at the next packet
+            assert d.request("load", path="trained.rtsnap")["context"] == "default"
+            (back,) = send_all(c, [probe_like(probe, 1002)])
+        np.testing.assert_allclose(back.tau, trained.tau, rtol=1e-9, atol=1e-9)
+
+
+def test_a_full_context_bank_keeps_packets_in_the_active_context(tmp_path):
+    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 2}}) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            preds = send_all(c, [synthetic_state(k, context="a") for k in range(20)]
+                             + [synthetic_state(k, context="b") for k in range(20, 40)])
+        st = wait_learned(d, 40)
+    assert [p.context for p in preds] == ["a"] * 40  # "b" refused: the bank holds default, a
+    assert st["contexts_known"] == ["a", "default"] and st["context"] == "a"
+    assert "context bank full" in d.log_tail()
+
+
+def test_second_daemon_on_the_same_endpoints_exits_with_a_clear_error(tmp_path):
+    with DaemonProcess(tmp_path / "one", {"learner": {"hidden": [8]}}, transport="tcp") as d:
+        two = subprocess.run([sys.executable, "-m", "rtlearn.cli", "serve",
+                              "--config", str(d.config_path)],
+                             capture_output=True, text=True, timeout=60)
+        assert d.proc.poll() is None  # the first one is not disturbed
+    assert two.returncode == 2
+    assert "cannot bind" in two.stderr

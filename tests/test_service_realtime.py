@@ -35,9 +35,16 @@ def test_cpu_plan_index_outside_the_cpus_is_a_config_error(monkeypatch, tmp_path
     with pytest.raises(ValueError, match="outside the 2 CPUs"):
         realtime.cpu_plan({**RT, "learning_cpus": [5]})
     f = tmp_path / "c.toml"
-    for text, match in (("learning_cpus = [5]", "outside"), ("priority = 100", "priority"),
-                        ("spin = -1.0", "spin"), ('serving_cpus = ["a"]', "integers")):
-        f.write_text(f"[realtime]\n{text}\n")
+    for text, match in (("[realtime]\nlearning_cpus = [5]", "outside"),
+                        ("[realtime]\npriority = 100", "priority"),
+                        ("[realtime]\nspin = -1.0", "spin"), ("[realtime]\nspin = inf", "spin"),
+                        ('[realtime]\nserving_cpus = ["a"]', "integers"),
+                        ("[realtime]\nlearning_cpus = [1]\nserving_cpus = [1]", "overlap"),
+                        ("[realtime]\npriority = 10\nspin = 0.005", "2 serving CPUs"),
+                        ('[contexts]\ninitial = ""', "initial"),
+                        ('[contexts]\ninitial = "tab\\there"', "initial"),
+                        ("[contexts]\nmax_contexts = 0", "max_contexts")):
+        f.write_text(text + "\n")
         with pytest.raises(ConfigError, match=match):
             load_config(f)
 

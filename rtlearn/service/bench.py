@@ -300,7 +300,7 @@ def _measure(daemon, eps, n, rate, block, replay_samples, result, say, batch: in
         float(np.nanpercentile(rtt[k::batch], 99)) for k in range(batch)]
     e.close()
     d.close()
-    st = _settled(daemon, n - n % 10)
+    st = _settled(daemon, n - n % batch)
     result["daemon"] = {"inside_ms": st["latency_ms"], "lost": st["packets"]["lost"],
                         "rejected": st["packets"]["rejected_total"],
                         "deadline_misses": st["learning"]["deadline_misses"],
@@ -315,7 +315,7 @@ def _measure(daemon, eps, n, rate, block, replay_samples, result, say, batch: in
     d = Driver(daemon.endpoints["state"], daemon.endpoints["prediction"], replay_samples)
     t0 = time.perf_counter()
     d.flood(flood, window=2000)
-    st = _settled(daemon, before + replay_samples - replay_samples % 10)
+    st = _settled(daemon, before + replay_samples - replay_samples % batch)
     elapsed = time.perf_counter() - t0
     learned = st["learning"]["samples"] - before
     result["replay"] = {"samples_learned": learned, "seconds": elapsed,

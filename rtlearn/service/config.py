@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
-                                     DEFAULT_STATE_ENDPOINT)
+                                     DEFAULT_STATE_ENDPOINT, MAX_LABEL)
 from rtlearn.service.realtime import cpu_plan
 
 
@@ -182,18 +182,30 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         learner_config(cfg, 7)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: [learner]: {e}") from None
+    initial = cfg["contexts"]["initial"]
+    if not 0 < len(initial) <= MAX_LABEL or not initial.isprintable():
+        raise ConfigError(f"{where}: contexts.initial must be 1..{MAX_LABEL} printable characters "
+                          "(a context label, docs/protocol.md)")
+    if cfg["contexts"]["max_contexts"] < 1:
+        raise ConfigError(f"{where}: contexts.max_contexts must be >= 1")
     rt = cfg["realtime"]
-    if not rt["spin"] >= 0:
-        raise ConfigError(f"{where}: realtime.spin must be >= 0 seconds")
+    if not 0 <= rt["spin"] <= 1.0:
+        raise ConfigError(f"{where}: realtime.spin must be 0..1 seconds")
     if not 0 <= rt["priority"] <= 99:
         raise ConfigError(f"{where}: realtime.priority must be 0 (off) or 1..99")
     for key in ("learning_cpus", "serving_cpus"):
         if any(type(i) is not int for i in rt[key]):
             raise ConfigError(f"{where}: realtime.{key} must be a list of integers")
+    if set(rt["learning_cpus"]) & set(rt["serving_cpus"]):
+        raise ConfigError(f"{where}: realtime.learning_cpus and serving_cpus overlap")
     try:
-        cpu_plan(rt)
+        serving, _ = cpu_plan(rt)
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
+    if rt["priority"] and rt["spin"] and serving is not None and len(serving) < 2:
+        # a SCHED_FIFO thread that never sleeps would starve its CPU's ZeroMQ I/O thread
+        raise ConfigError(f"{where}: realtime.priority with realtime.spin needs at least 2 "
+                          "serving CPUs")
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):

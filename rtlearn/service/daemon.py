@@ -29,8 +29,8 @@ import zmq
 
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.kernels import packet as K
-from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello, encode_state,
-                                     read_state)
+from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
+                                     encode_prediction, encode_state, read_state)
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
@@ -45,6 +45,7 @@ HWM = 100_000
 POLL_MS = 10            # idle wake-up: control hand-offs and snapshot timer
 SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would stall packets)
 JOB_TIMEOUT = 120.0     # s a control command waits for the learning process
+STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that does not answer
 
 
 def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
@@ -95,16 +96,26 @@ class Daemon:
         self._set_context(bank.current)
         self._known = set(bank.names)  # contexts the bank holds once queued switches are done
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
+        self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
         # Forked now, before this process has any thread or socket.
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
                                         robot.name, learning_cpus)
         del learner, bank
+        try:
+            self._after_fork(predictor, t0)
+        except BaseException:
+            self.learning.kill()
+            raise
+
+    def _after_fork(self, predictor: OnlineLearner, t0: float) -> None:
         arena = self.learning.arena
         self.serving = ServingModel(arena, predictor, self.context)
         self.serving.try_refresh()
         self.warmup_s = time.perf_counter() - t0
-        self.pending_context: str | None = None
+        self.pending_context: str | None = None  # set by the control thread under _pending_lock
+        self._pending_lock = threading.Lock()
+        self._lost = False
         self._refused: set[str] = set()
         self.stopping = False
         self._epochs = itertools.count(1)
@@ -126,7 +137,7 @@ class Daemon:
         self._head = np.zeros(K.HEAD_LEN, np.int64)
         self._head_f64 = self._head.view(np.float64)
         self._out = np.zeros(128 + 9 * self.n + 4 * MAX_LABEL, np.uint8)
-        realtime.pin_to(serving_cpus)  # before the context: its I/O threads inherit it
+        realtime.pin_to(self._serving_cpus)  # before the context: its I/O threads inherit it
         self._zmq = zmq.Context()
         self._sockets()
         self.control = None
@@ -173,6 +184,8 @@ class Daemon:
         epoch=True it gets a new epoch (args["epoch"]), allocated in send order."""
         args = dict(args or {})
         job = Job(args, on_reply)
+        if self._lost:
+            raise RuntimeError("the learning process has ended; the daemon is stopping")
         with self._send_lock:
             job_id = next(self._job_ids)
             if epoch:
@@ -210,7 +223,10 @@ class Daemon:
     def _learning_lost(self) -> None:
         log.critical("the learning process ended unexpectedly (exit code %s); stopping",
                      self.learning.proc.exitcode)
-        self.stopping = True
+        self.stopping = self._lost = True
+        for job in list(self._jobs.values()):
+            job.error = RuntimeError("the learning process ended; the daemon is stopping")
+            job.done.set()
         raise SystemExit(3)
 
     # -- main loop --------------------------------------------------------------------------
@@ -218,8 +234,6 @@ class Daemon:
         from rtlearn.service.control import ControlServer
 
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self.control = ControlServer(self, self._zmq)
-        self.control.start()
         fifo = realtime.fifo(int(self.cfg["realtime"]["priority"]))  # this thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -239,6 +253,8 @@ class Daemon:
         sub, pub, serving, now = self.sub, self.pub, self.serving, time.perf_counter
         busy_until = 0.0
         try:
+            self.control = ControlServer(self, self._zmq)
+            self.control.start()
             while not self.stopping:
                 # Spinning (timeout 0) while packets flow keeps this core awake: a wake-up
                 # from a sleeping poll makes the next packet's path several times slower.
@@ -252,7 +268,7 @@ class Daemon:
                     self._pump()
                 serving.try_refresh()
                 if time.monotonic() >= next_snapshot:
-                    next_snapshot += interval
+                    next_snapshot = time.monotonic() + interval  # no burst after a stall
                     self.call("snapshot", {"path": str(self.snap_path),
                                            "counters": self._counters(), "wait": False})
         finally:
@@ -272,8 +288,9 @@ class Daemon:
                 self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
 
     def _drain_states(self) -> None:
-        sub = self.sub
-        while True:
+        sub, serving = self.sub, self.serving
+        while not self.stopping:
+            serving.try_refresh()  # also in a flood: two compares when nothing is new
             try:
                 frame = sub.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -347,8 +364,12 @@ class Daemon:
             self.say("lost", f"sequence gap: {seq - last - 1} packets lost before seq {seq}")
         self._last_seq, self._last_arrival = seq, arrival
 
-        wanted = label if label is not None else self.pending_context
-        self.pending_context = None
+        wanted = label
+        if self.pending_context is not None:
+            with self._pending_lock:
+                if wanted is None:
+                    wanted = self.pending_context
+                self.pending_context = None
         if wanted is not None and wanted != self.context and wanted not in self._refused:
             self._switch(wanted)
 
@@ -368,7 +389,8 @@ class Daemon:
             self.say("nonfinite", "the model predicted NaN/inf: published valid=false, rolling back")
         arena.P[self._slot, i] = pred
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
-        self.pub.send(self._out[:size], zmq.NOBLOCK)
+        self.pub.send(self._out[:size] if size > 0 else
+                      encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)
         self.stats.predicted += 1
         self.stats.latency.add(time.perf_counter() - arrival)
         self._fill = i + 1
@@ -393,10 +415,18 @@ class Daemon:
         if not self._free:
             self.stats.backpressure_waits += 1
             self.say("backpressure", "learning is behind: batch queue full, reading paused")
+            hung = None
             while not self._free:
                 self._pump(1.0)
                 if not self.learning.proc.is_alive():
                     self._learning_lost()
+                if self.stopping:  # a learner this slow may be hung: stop waiting in time
+                    hung = hung or time.monotonic() + STOP_WAIT
+                    if time.monotonic() > hung:
+                        log.critical("the learning process has not taken a batch for %.0f s; "
+                                     "stopping without learning the rest", STOP_WAIT)
+                        self._lost = True
+                        raise SystemExit(4)
         self._slot = self._free.popleft()
 
     def _switch(self, name: str) -> None:
@@ -410,28 +440,42 @@ class Daemon:
             return
         if self._fill:
             self._submit()
-        job = self.call("switch", {"name": name}, epoch=True)
+        job = self.call("switch", {"name": name}, epoch=True, on_reply=self._switched)
         self.serving.switch(name, job.args["epoch"])
         self._known.add(name)
         self._set_context(name)
+
+    def _switched(self, job: Job) -> None:
+        """The learning process's view of the bank after a switch (socket thread)."""
+        r = job.result
+        if job.args["epoch"] != self.serving.epoch:
+            return  # a later switch / reset / load decides
+        self._known = set(r["contexts"])
+        if r["outcome"] == "refused":  # its bank was full after all: stay where it is
+            self._refused.add(job.args["name"])
+            self._set_context(r["context"])
+            self.serving.context = r["context"]
 
     # -- shutdown ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
         log.info("stopping: learning the buffered samples and writing %s", self.snap_path)
         if self.control is not None:
             self.control.stop()
-        if self.learning.proc.is_alive():
+        if self.learning.proc.is_alive() and not self._lost:
             if self._fill:
                 self._submit()
-            job = self.call("final_snapshot", {"path": str(self.snap_path),
-                                               "counters": self._counters()})
+            job = self.call("snapshot", {"path": str(self.snap_path),
+                                         "counters": self._counters(), "wait": True})
             deadline = time.monotonic() + JOB_TIMEOUT
             while not job.done.is_set() and time.monotonic() < deadline:
                 self._pump(0.1)
-            if job.error is not None:
+            if not job.done.is_set():
+                log.error("final snapshot not written within %.0f s", JOB_TIMEOUT)
+            elif job.error is not None:
                 log.error("final snapshot failed: %s", job.error)
             self._send(("stop",))
-            self.learning.proc.join(30)
+            self.learning.proc.join(STOP_WAIT)
+        self.learning.kill()
         for s in (self.sub, self.pub):
             s.close(linger=0)
         self._zmq.term()
@@ -462,7 +506,8 @@ class Daemon:
     def command(self, cmd: str, args: dict):
         """Mutating commands; raise ValueError / StateFileError for a clear error reply."""
         if cmd == "context":
-            self.pending_context = args["name"]
+            with self._pending_lock:
+                self.pending_context = args["name"]
             return {"scheduled": args["name"], "current": self.context}
         if cmd == "shutdown":
             self.stopping = True
@@ -479,7 +524,8 @@ class Daemon:
 
             def replaced(job):  # socket thread: in order with its own switches
                 if job.args["epoch"] > self.serving.epoch:
-                    self.pending_context = None
+                    with self._pending_lock:
+                        self.pending_context = None
                     self._set_context(job.result["context"])
                     self._known = set(job.result.get("contexts", [self.context]))
                     self._refused = set()

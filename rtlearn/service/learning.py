@@ -19,11 +19,11 @@ the per-packet path never waits.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import mmap
 import multiprocessing
-import os
 import queue
 import signal
 import threading
@@ -35,7 +35,7 @@ import numpy as np
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.learner.learner import ModelCopy
 from rtlearn.service import realtime, snapshots
-from rtlearn.service.contexts import ContextBank
+from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
@@ -158,7 +158,8 @@ class LearningProcess:
 
     Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested),
     ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
-    ("reply", id, ok, result or (reason, message)), ("stopped", status).
+    ("reply", id, ok, result or (reason, message)). Snapshot jobs are answered by the writer
+    thread once the file is on disk, so learning goes on meanwhile.
     """
 
     def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
@@ -175,6 +176,15 @@ class LearningProcess:
         self.proc.start()
         child.close()
         del self.learner, self.bank  # from here the learning state lives in the child
+        # multiprocessing joins a daemon child at exit after a SIGTERM it ignores: kill it
+        # first if the serving process exits without the orderly stop (registered after
+        # multiprocessing's own handler, so it runs before it)
+        atexit.register(self.kill)
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
 
     # -- the learning process -------------------------------------------------------------
     def _main(self, conn) -> None:
@@ -184,11 +194,12 @@ class LearningProcess:
         realtime.pin_to(self.cpus)
         realtime.lowest_priority()
         self.conn = conn
+        self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self.stats = Stats(self.config.n_joints)
         self.say = RateLimitedLog(log, self.guard["log_interval"])
         self._good = None
         self._save_good()
-        self._writer = _SnapshotWriter(self.stats, self.say)
+        self._writer = _SnapshotWriter(self.stats, self.say, self._reply)
         self._writer.start()
         while True:
             msg = conn.recv()
@@ -200,22 +211,33 @@ class LearningProcess:
                 except Exception:
                     log.exception("learning step failed; rolling back")
                     self._rollback("exception in the learning step")
-                conn.send(("done", slot))
+                self._send(("done", slot))
             elif kind == "job":
                 _, job_id, name, args = msg
                 try:
-                    conn.send(("reply", job_id, True, getattr(self, "_job_" + name)(**args)))
-                except StateFileError as e:
-                    conn.send(("reply", job_id, False, ("bad_snapshot", str(e))))
-                except (ValueError, OSError) as e:
-                    conn.send(("reply", job_id, False, ("failed", str(e))))
+                    result = getattr(self, "_job_" + name)(job_id=job_id, **args)
+                    if result is not DEFERRED:
+                        self._reply(job_id, None, result)
                 except Exception as e:  # reported to the caller, never ends the process
-                    log.error("learning job %s failed:\n%s", name, traceback.format_exc())
-                    conn.send(("reply", job_id, False, ("internal", f"{type(e).__name__}: {e}")))
+                    if not isinstance(e, (StateFileError, ValueError, OSError)):
+                        log.error("learning job %s failed:\n%s", name, traceback.format_exc())
+                    self._reply(job_id, e, None)
             elif kind == "stop":
-                self._writer.stop()
-                conn.send(("stopped", self._status()))
+                self._writer.stop()  # every queued snapshot on disk, in order
                 return
+
+    def _send(self, msg: tuple) -> None:
+        with self._send_lock:
+            self.conn.send(msg)
+
+    def _reply(self, job_id: int, error: Exception | None, result) -> None:
+        if error is None:
+            self._send(("reply", job_id, True, result))
+            return
+        reason = ("bad_snapshot" if isinstance(error, StateFileError) else
+                  "failed" if isinstance(error, (ValueError, OSError)) else "internal")
+        text = str(error) if reason != "internal" else f"{type(error).__name__}: {error}"
+        self._send(("reply", job_id, False, (reason, text)))
 
     def _learn(self, slot: int, n: int, rollback: bool) -> None:
         t0 = time.perf_counter()
@@ -267,14 +289,20 @@ class LearningProcess:
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
 
-    # -- jobs: ("job", id, name, args) runs _job_<name>(**args) -----------------------------
-    def _job_status(self) -> dict:
+    # -- jobs: ("job", id, name, args) runs _job_<name>(job_id=id, **args) ------------------
+    def _job_status(self, job_id: int) -> dict:
         return self._status()
 
-    def _job_switch(self, name: str, epoch: int) -> str:
-        outcome = self.bank.switch(self.learner, name)
-        self.epoch = epoch
-        if outcome != "same":
+    def _job_switch(self, job_id: int, name: str, epoch: int) -> dict:
+        """The serving side has switched already; it learns the outcome from the reply (and
+        the bank's names, in case a load it has not heard of yet changed them)."""
+        try:
+            outcome = self.bank.switch(self.learner, name)
+        except ContextLimitError as e:
+            outcome = "refused"
+            self.say("context", str(e), logging.ERROR)
+        self.epoch = epoch  # the serving side takes only models of this epoch from now on
+        if outcome in ("created", "restored"):
             self.stats.context_switches += 1
             if outcome == "created":
                 self.stats.contexts_created += 1
@@ -282,27 +310,19 @@ class LearningProcess:
                 self.stats.contexts_restored += 1
             self._save_good()
         self.arena.publish(self.learner, epoch)
-        return outcome
+        return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names}
 
-    def _capture(self, counters: dict):
+    def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool):
+        """Captured here (in learning order), written by the writer thread in FIFO order; with
+        wait, the writer replies once the file is on disk."""
         meta, arrays = snapshots.capture(self.learner, self.bank,
                                          {"steps": self.stats.steps,
                                           "samples": self.stats.samples_learned, **counters})
         meta["robot"] = self.robot_name
-        return meta, arrays
+        self._writer.todo.put((path, meta, arrays, job_id if wait else None))
+        return DEFERRED if wait else {"queued": path}
 
-    def _job_snapshot(self, path: str, counters: dict, wait: bool) -> dict:
-        """Capture here (consistent with the learning order), write in the writer thread."""
-        done = threading.Event() if wait else None
-        result: dict = {}
-        self._writer.todo.put((path, *self._capture(counters), done, result))
-        if done is not None:
-            done.wait()
-            if result.get("error") is not None:
-                raise OSError(f"snapshot {path} failed: {result['error']}")
-        return {"saved": path}
-
-    def _job_load(self, path: str, epoch: int) -> dict:
+    def _job_load(self, job_id: int, path: str, epoch: int) -> dict:
         meta, arrays = snapshots.read(path)
         learner = self.make_learner()
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
@@ -310,33 +330,29 @@ class LearningProcess:
         self._replace(learner, bank, epoch)
         return {"loaded": path, "context": bank.current, "contexts": bank.names}
 
-    def _job_reset(self, context: str, epoch: int) -> dict:
+    def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
                       ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch)
-        return {"reset": True, "context": context}
+        return {"reset": True, "context": context, "contexts": [context]}
 
-    def _job_options(self, lr: float | None = None, memory: bool | None = None) -> dict:
+    def _job_options(self, job_id: int, lr: float | None = None,
+                     memory: bool | None = None) -> dict:
         if lr is not None:
             self.learner.set_lr(float(lr))
         if memory is not None:
             self.learner.set_memory_learning(memory)
         return {"rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
 
-    def _job_final_snapshot(self, path: str, counters: dict) -> dict:
-        """At shutdown, after every submitted batch: written before the reply."""
-        meta, arrays = self._capture(counters)
-        snapshots.write(path, meta, arrays)
-        self.stats.snapshots_written += 1
-        self.stats.last_snapshot = path
-        return {"saved": path}
+
+DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
 
 
 class _SnapshotWriter(threading.Thread):
-    """File I/O off the learning loop (learning process)."""
+    """File I/O off the learning loop (learning process), in the order of capture."""
 
-    def __init__(self, stats: Stats, say: RateLimitedLog):
+    def __init__(self, stats: Stats, say: RateLimitedLog, reply):
         super().__init__(name="rtlearn-snapshots", daemon=True)
-        self.stats, self.say = stats, say
+        self.stats, self.say, self.reply = stats, say, reply
         self.todo: queue.SimpleQueue = queue.SimpleQueue()
 
     def stop(self) -> None:
@@ -345,15 +361,15 @@ class _SnapshotWriter(threading.Thread):
 
     def run(self) -> None:
         while (item := self.todo.get()) is not None:
-            path, meta, arrays, done, result = item
+            path, meta, arrays, job_id = item
+            error = None
             try:
                 snapshots.write(path, meta, arrays)
                 self.stats.snapshots_written += 1
                 self.stats.last_snapshot = str(path)
             except Exception as e:  # a full disk must not stop learning
                 self.stats.snapshot_errors += 1
-                result["error"] = e
-                self.say("snapshot", f"snapshot {path} failed: {e}", logging.ERROR)
-            if done is not None:
-                done.set()
-
+                error = OSError(f"snapshot {path} failed: {e}")
+                self.say("snapshot", str(error), logging.ERROR)
+            if job_id is not None:
+                self.reply(job_id, error, {"saved": str(path)})
