@@ -28,6 +28,21 @@ def test_lag_is_half_the_window_for_constant_jerk(window):
     assert lag_seconds(15, 1e-3) == pytest.approx(7e-3)
 
 
+def test_update_into_writes_the_same_slope_into_the_callers_buffer():
+    rng = np.random.default_rng(2)
+    t = np.cumsum(rng.uniform(0.5e-3, 1.5e-3, 100))
+    x = 1e3 + np.c_[np.sin(40 * t), 0.5 * t]  # a large offset must not cost precision
+    f = CausalDerivative(2, 15)
+    out = np.full(2, np.nan)
+    for k, (ti, xi) in enumerate(zip(t, x)):
+        assert f.update_into(ti, xi, out) is out
+        if k >= 1:  # independent reference: numpy's least-squares line over the window
+            lo = max(0, k - 14)
+            ref = np.polyfit(t[lo:k + 1], x[lo:k + 1], 1)[0]
+            np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[1], 0.5, rtol=1e-6)
+
+
 def test_noise_gain_matches_the_documented_formula():
     rng = np.random.default_rng(1)
     dt, window, s = 1e-3, 15, 0.01

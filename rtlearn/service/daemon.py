@@ -377,7 +377,7 @@ class Daemon:
         x = arena.X[self._slot, i]
         x[:n] = q
         x[n:2 * n] = qd
-        x[2 * n:] = self._qdd.update(t, qd) if qdd is None else qdd
+        x[2 * n:] = self._qdd.update_into(t, qd, x[2 * n:]) if qdd is None else qdd
         arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
         # (a sum beyond 1e308 N*m counts as non-finite too: no such prediction is usable)

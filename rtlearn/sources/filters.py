@@ -31,6 +31,7 @@ class CausalDerivative:
         self.window = window
         self._t = np.zeros(window)
         self._x = np.zeros((window, n))
+        self._dt = np.zeros(window)
         self._count = 0
 
     def reset(self) -> None:
@@ -38,19 +39,25 @@ class CausalDerivative:
 
     def update(self, t: float, x: np.ndarray) -> np.ndarray:
         """Add the sample (t, x) and return the slope estimate at this time (zeros at first)."""
+        return self.update_into(t, x, np.zeros(self._x.shape[1]))
+
+    def update_into(self, t: float, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """`update` writing into `out` (n,) without allocating arrays: the daemon's 1 kHz path.
+        The slope is sum(dt_k x_k) / sum(dt_k^2), dt centred (so x needs no centring)."""
         i = self._count % self.window
         self._t[i] = t
         self._x[i] = x
         self._count += 1
         m = min(self._count, self.window)
-        if m < 2:
-            return np.zeros(self._x.shape[1])
-        ts, xs = self._t[:m], self._x[:m]
-        dt = ts - ts.mean()
-        denom = dt @ dt
-        if denom <= 0:
-            return np.zeros(self._x.shape[1])
-        return dt @ (xs - xs.mean(axis=0)) / denom
+        dt = self._dt[:m]
+        np.subtract(self._t[:m], self._t[:m].mean(), out=dt)
+        denom = np.dot(dt, dt)
+        if m < 2 or not denom > 0:
+            out[:] = 0.0
+            return out
+        np.dot(dt, self._x[:m], out=out)
+        out /= denom
+        return out
 
 
 def estimate_derivative(t: np.ndarray, x: np.ndarray, window: int = DEFAULT_WINDOW) -> np.ndarray:
