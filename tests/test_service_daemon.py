@@ -320,3 +320,23 @@ def test_second_daemon_on_the_same_endpoints_exits_with_a_clear_error(tmp_path):
         assert d.proc.poll() is None  # the first one is not disturbed
     assert two.returncode == 2
     assert "cannot bind" in two.stderr
+
+
+def test_after_resume_and_load_a_parked_context_is_served_at_its_first_packet(tmp_path):
+    probe = synthetic_state(0, payload=0.0)
+    with DaemonProcess(tmp_path, SMALL) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            send_all(c, [synthetic_state(k, payload=0.0, context="a") for k in range(500)]
+                     + [synthetic_state(k, payload=4.0, context="b") for k in range(500, 1000)])
+        wait_learned(d, 1000)
+    snap = d.snapshot_dir / "latest.rtsnap"  # written at the stop: "b" active, "a" parked
+    expected_a = model_prediction(snap, "a", probe)
+    assert np.abs(expected_a - model_prediction(snap, "b", probe)).max() > 1e-3
+    with DaemonProcess(tmp_path, SMALL, resume=True) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            (first,) = send_all(c, [probe_like(probe, 0, context="a")])
+            np.testing.assert_allclose(first.tau, expected_a, rtol=1e-9, atol=1e-9)
+            send_all(c, [probe_like(probe, 1, context="b")])
+            d.request("load", path="latest.rtsnap")  # "b" active again, "a" parked
+            (again,) = send_all(c, [probe_like(probe, 2, context="a")])
+    np.testing.assert_allclose(again.tau, expected_a, rtol=1e-9, atol=1e-9)

@@ -34,7 +34,7 @@ from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
-from rtlearn.service.learning import LearningProcess, ServingModel
+from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
 from rtlearn.service.stats import RateLimitedLog, Stats
 from rtlearn.sources.base import JointState
 from rtlearn.sources.filters import CausalDerivative
@@ -98,19 +98,21 @@ class Daemon:
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
         self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
+        parked = parked_models(bank)  # a resumed bank's other contexts, servable at once
         # Forked now, before this process has any thread or socket.
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
                                         robot.name, learning_cpus)
         del learner, bank
         try:
-            self._after_fork(predictor, t0)
+            self._after_fork(predictor, t0, parked)
         except BaseException:
             self.learning.kill()
             raise
 
-    def _after_fork(self, predictor: OnlineLearner, t0: float) -> None:
+    def _after_fork(self, predictor: OnlineLearner, t0: float, parked: dict) -> None:
         arena = self.learning.arena
         self.serving = ServingModel(arena, predictor, self.context)
+        self.serving.frozen.update(parked)
         self.serving.try_refresh()
         self.warmup_s = time.perf_counter() - t0
         self.pending_context: str | None = None  # set by the control thread under _pending_lock
@@ -523,13 +525,14 @@ class Daemon:
                 name, job_args = "reset", {"context": self.context}
 
             def replaced(job):  # socket thread: in order with its own switches
+                parked = job.result.pop("parked", {})  # (not for the control reply)
                 if job.args["epoch"] > self.serving.epoch:
                     with self._pending_lock:
                         self.pending_context = None
                     self._set_context(job.result["context"])
                     self._known = set(job.result.get("contexts", [self.context]))
                     self._refused = set()
-                    self.serving.replace(self.context, job.args["epoch"])
+                    self.serving.replace(self.context, job.args["epoch"], parked)
             return self.call(name, job_args, on_reply=replaced, epoch=True).wait()
         if cmd == "options":
             return self.call("options", {k: args[k] for k in ("lr", "memory") if k in args}).wait()

@@ -129,9 +129,9 @@ class ServingModel:
         self.current, self._staging = self._blank(), self._blank()
         self.context, self.epoch, self._version = name, epoch, -1
 
-    def replace(self, context: str, epoch: int) -> None:
-        """After a reset or load: nothing frozen is valid any more."""
-        self.frozen.clear()
+    def replace(self, context: str, epoch: int, parked: dict[str, ModelCopy]) -> None:
+        """After a reset or load: the new bank's parked models become the frozen ones."""
+        self.frozen = dict(parked)
         if self.interim is None:
             self.interim = self.current
         self.context, self.epoch, self._version = context, epoch, -1
@@ -141,6 +141,16 @@ class ServingModel:
         """The prediction for one feature row (a view of a reused buffer)."""
         return self._predictor.predict_one(x, self.current if self.interim is None
                                            else self.interim)
+
+
+def servable(network_state: dict) -> ModelCopy:
+    """What a parked context's model (OnlineLearner.network_state) needs to be served."""
+    return ModelCopy(*(np.array(network_state[k]) for k in (
+        "theta", "norm.x_mean", "norm.x_scale", "norm.y_mean", "norm.y_scale")))
+
+
+def parked_models(bank: ContextBank) -> dict[str, ModelCopy]:
+    return {name: servable(state) for name, state in bank.parked.items()}
 
 
 def _die_with_parent() -> None:
@@ -328,7 +338,8 @@ class LearningProcess:
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
         self._replace(learner, bank, epoch)
-        return {"loaded": path, "context": bank.current, "contexts": bank.names}
+        return {"loaded": path, "context": bank.current, "contexts": bank.names,
+                "parked": parked_models(bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
