@@ -35,7 +35,7 @@ from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
-from rtlearn.service.stats import RateLimitedLog, Stats
+from rtlearn.service.stats import RateLimitedLog, Ring, Stats
 from rtlearn.sources.base import JointState
 from rtlearn.sources.filters import CausalDerivative
 
@@ -159,6 +159,9 @@ class Daemon:
                       np.frombuffer(b"warm-up", np.uint8))
         K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
                                  np.frombuffer(b"warm-up", np.uint8), True)
+        ring = Ring(2)
+        ring.add(0.0)
+        ring.summary_ms()
         return scratch
 
     def _sockets(self) -> None:

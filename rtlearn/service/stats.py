@@ -14,7 +14,10 @@ from collections import Counter
 
 import numpy as np
 
+from rtlearn.kernels.stats import percentiles
+
 RING = 1 << 16  # latencies kept for the percentiles: the last 65 s at 1 kHz
+_P50_P99 = np.array([50.0, 99.0])
 
 
 class RateLimitedLog:
@@ -53,7 +56,9 @@ class Ring:
         n = min(self.count, self.values.shape[0])
         if n == 0:
             return {"count": 0, "p50": None, "p99": None, "max": None}
-        p50, p99 = np.percentile(self.values[:n], [50, 99])
+        out = np.zeros(2)
+        percentiles(self.values, n, _P50_P99, out)
+        p50, p99 = out
         return {"count": self.count, "p50": p50 * 1e3, "p99": p99 * 1e3, "max": self.max * 1e3}
 
     def clear(self) -> None:
