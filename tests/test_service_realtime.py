@@ -67,7 +67,15 @@ def test_learning_process_runs_alone_on_the_last_cpu(tmp_path):
         assert rt["learning_cpus"] == [cpus[-1]] and rt["serving_cpus"] == cpus[:-1]
         assert allowed(child) == {cpus[-1]}
         assert allowed(d.proc.pid) == set(cpus[:-1])
-        assert os.sched_getscheduler(child) == getattr(os, "SCHED_IDLE", os.sched_getscheduler(child))
+        assert os.sched_getscheduler(child) == os.SCHED_OTHER  # its own CPU: no need to yield
+
+
+def test_unpinned_learning_process_runs_at_the_lowest_priority(tmp_path):
+    with DaemonProcess(tmp_path, {"learner": {"hidden": [8]},
+                                  "realtime": {"learning_cpus": []}}) as d:
+        (child,) = children(d.proc.pid)
+        assert d.status()["realtime"]["learning_cpus"] == []
+        assert os.sched_getscheduler(child) == os.SCHED_IDLE
 
 
 def test_daemon_exits_when_the_learning_process_dies(tmp_path):

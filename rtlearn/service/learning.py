@@ -202,7 +202,8 @@ class LearningProcess:
             signal.signal(sig, signal.SIG_IGN)  # the serving process decides when to stop
         _die_with_parent()
         realtime.pin_to(self.cpus)
-        realtime.lowest_priority()
+        if not self.cpus:  # sharing CPUs with the per-packet path: yield to it at once
+            realtime.lowest_priority()
         self.conn = conn
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self.stats = Stats(self.config.n_joints)

@@ -79,8 +79,9 @@ def fifo(priority: int) -> bool:
 
 
 def lowest_priority() -> None:
-    """The learning process: SCHED_IDLE runs it only when no other task wants its core and
-    lets any wakeup preempt it; elsewhere a niceness."""
+    """The learning process when it shares CPUs with the serving process: SCHED_IDLE runs it
+    only when no other task wants the core and lets any wakeup preempt it; elsewhere a
+    niceness."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
