@@ -53,12 +53,17 @@ def test_loss_is_measured_before_any_update_and_matches_numpy():
     np.testing.assert_allclose(loss, expected, rtol=1e-12)
 
 
-def test_normalised_prediction_is_the_network_in_standard_units():
-    rng = np.random.default_rng(2)
-    net = _stack()
-    norm = Normalizer(5, 3, "both")
+def _observed(rng):
+    """A stack, a normaliser that has seen shifted and scaled data, and a batch X."""
+    net, norm = _stack(), Normalizer(5, 3, "both")
     X, Y = _data(rng, "mse")
     norm.observe(X * 5 + 2, Y * 10 - 4)
+    return net, norm, X
+
+
+def test_normalised_prediction_is_the_network_in_standard_units():
+    rng = np.random.default_rng(2)
+    net, norm, X = _observed(rng)
     out = np.zeros((4, 3))
     net.predict_into(X, norm, out)
     Xs = (X - norm.x_mean) * norm.x_scale
@@ -119,10 +124,7 @@ def test_one_sample_kernel_propagates_nan():
 
 def test_one_row_prediction_matches_the_batch_path_with_either_weights():
     rng = np.random.default_rng(5)
-    net = _stack()
-    norm = Normalizer(5, 3, "both")
-    X, Y = _data(rng, "mse")
-    norm.observe(X * 5 + 2, Y * 10 - 4)
+    net, norm, X = _observed(rng)
     other = net.theta + rng.normal(scale=0.1, size=net.theta.shape)
     for theta in (None, other):
         batch = np.zeros((4, 3))

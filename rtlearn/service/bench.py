@@ -243,8 +243,8 @@ def packet_summary(r: dict) -> str:
 
 
 def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str = "tcp",
-                    replay_samples: int = 20_000, learner: dict | None = None,
-                    block: float = 1.0, config: dict | None = None,
+                    replay_samples: int = 20_000, block: float = 1.0,
+                    config: dict | None = None,
                     workdir: str | None = None, out=...) -> dict:
     """Echo and daemon at `rate` for `seconds` each, interleaved in blocks of `block` s, then
     the flooded daemon; returns a JSON-able dict. Progress goes to `out` (default: the
@@ -257,8 +257,6 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
     result = {"seconds": seconds, "rate_hz": rate, "transport": transport, "block_s": block,
               "replay_samples": replay_samples}
     config = {"snapshots": {"interval": 0.0}, **(config or {})}
-    if learner:
-        config["learner"] = learner
     result["config"] = config
     try:
         eps = endpoints(transport, work / "echo")

@@ -295,7 +295,6 @@ class Daemon:
     def _drain_states(self) -> None:
         sub, serving = self.sub, self.serving
         while not self.stopping:
-            serving.try_refresh()  # also in a flood: two compares when nothing is new
             try:
                 frame = sub.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -313,6 +312,9 @@ class Daemon:
                 self.stats.rejected["internal"] += 1
                 self.say("internal", "internal error on a packet:\n" + traceback.format_exc(),
                          logging.ERROR)
+            # after the prediction is out, never before a packet's read; also in a flood,
+            # where this loop would otherwise not end (two compares when nothing is new)
+            serving.try_refresh()
 
     def _reject(self, reason: str, message: str) -> None:
         self.stats.rejected[reason] += 1

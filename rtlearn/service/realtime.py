@@ -1,9 +1,10 @@
 """Where the daemon's processes run and at which priority ([realtime] of the config).
 
-Measured on a 2-core VM (docs/performance.md, "Service"): a learning step takes one core for
-~2 ms every 10 ms, and a robot-side thread woken on that core waited for the step to end in
-~30 % of the steps even with the learner at SCHED_IDLE; with the learner alone on its own
-core the daemon's round trip matched a bare echo's. So by default the learning process gets
+Measured on a 2-core VM (docs/performance.md, "Service", runs A and C): a learning step takes
+one core for ~2 ms every 10 ms, and robot-side threads woken on that core waited for the step
+to end, even with the learner at SCHED_IDLE (round-trip p99 2.4 ms around each step); with
+the learner alone on its own CPU the round trip no longer depends on the step (0.6-0.9 ms).
+So by default the learning process gets
 the last CPU and the serving process the others; a controller beside the daemon belongs on
 the serving CPUs too (`taskset`, or `pin_to` as `rtlearn demo` and `rtlearn bench serve` do).
 """
