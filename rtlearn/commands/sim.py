@@ -55,7 +55,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", default="kuka_iiwa", help="robots/<NAME>.toml or a TOML path")
     parser.add_argument("--task", default="lift",
-                        choices=["lift", "rectangle-h", "rectangle-v", "hold"])
+                        choices=["lift", "rectangle-h", "rectangle-v", "hold", "sines"])
     parser.add_argument("--payload", default="none",
                         help="payload name, or a comma list giving one per cycle (e.g. none,light,heavy)")
     parser.add_argument("--cycles", type=int, default=1, help="repetitions of the task")

@@ -9,8 +9,13 @@ damping and link damping zeroed so that the only unmodelled forces are ours:
   * the payload, a massless link per payload fixed at its centre of mass whose mass and
     inertia are set when it is held (takes effect at the next step).
 Controller: computed torque on a deliberately wrong nominal model (link masses and inertias
-off by up to +-30 %, centres of mass by up to 2 cm, no payload, no friction) with PID feedback
-placing a triple closed-loop pole at -bandwidth; commands are clamped to the torque limits.
+off by up to +-30 %, centres of mass by up to 2 cm, no friction) with PID feedback placing a
+triple closed-loop pole at -bandwidth; commands are clamped to the torque limits. The nominal
+model carries no payload, unless `load_data` (an industrial controller's configured load): with
+a loop gain alpha = M_nominal / M_true the PID stays stable only while alpha > 1/9 (Routh), and
+the iiwa's wrist (M_66 ~ 0.009 kg*m^2) holding the 4 kg payload has alpha ~ 0.05, quenched by
+friction in the small lift motions but diverging (|qd| > 10 rad/s) in `sines`. So `load_data`
+defaults to on for `sines` and off for the other tasks, whose streams stay as recorded.
 
 Packet k carries the state (q_k, qd_k) read before step k, the torque tau_k commanded during
 the step, and qdd_k = (qd_{k+1} - qd_k) / dt. PyBullet integrates semi-implicitly
@@ -39,6 +44,7 @@ NOMINAL_SPREAD = 0.3
 FRICTION_SPREAD = 0.2
 COULOMB_SMOOTHING = 0.01        # rad/s, the sharpest tanh used, where the joint is heavy enough
 INTEGRAL_LIMIT = 0.5            # rad*s, anti-windup clamp of the integrated error
+LOAD_DATA_TASKS = ("sines",)    # tasks whose controller knows the held payload by default
 # Sensor noise standard deviations at noise=1.0 (q: encoder, qd/qdd: filtered, tau: current sensing).
 NOISE_STD = {"q": 1e-4, "qd": 2e-3, "qdd": 5e-2, "tau": 5e-2}
 
@@ -116,6 +122,8 @@ class SimSource(JointSource):
     one payload per cycle, cycled, e.g. ("none", "light", "heavy") with cycles=6.
     schedule: extra (time s, payload) swaps; set_payload() swaps at the next step.
     seed: draws the nominal-model error, friction, task geometry/timing and noise.
+    load_data: the controller's nominal model includes the held payload (None: only for `sines`,
+    see the module docstring).
     noise: sensor noise scale (0 = none, 1 = NOISE_STD).
     realtime: pace the iteration at 1 kHz on the wall clock (absolute deadlines).
     """
@@ -123,13 +131,15 @@ class SimSource(JointSource):
     def __init__(self, robot: RobotSpec | str, task: str = "lift",
                  payload: str | Sequence[str] = "none", seed: int = 0,
                  schedule: Sequence[tuple[float, str]] | None = None, realtime: bool = False,
-                 noise: float = 0.0, cycles: int = 1, friction: bool = True):
+                 noise: float = 0.0, cycles: int = 1, friction: bool = True,
+                 load_data: bool | None = None):
         self.robot = load_robot(robot) if isinstance(robot, str) else robot
         payloads = [payload] if isinstance(payload, str) else list(payload)
         for name in payloads + [name for _, name in schedule or ()]:
             self.robot.payload(name)
         self.task, self.seed, self.realtime, self.noise = task, seed, realtime, float(noise)
         self.payloads, self.cycles = payloads, cycles
+        self.load_data = task in LOAD_DATA_TASKS if load_data is None else load_data
         self.dynamics = Dynamics(self.robot)
         rng = np.random.default_rng([seed, 0])
         self.nominal = self.dynamics.perturbed(rng, NOMINAL_SPREAD)
@@ -169,6 +179,7 @@ class SimSource(JointSource):
         integral = np.zeros(robot.n_joints)
         arm.reset(robot.home)  # each iteration replays the same trial from rest
         arm.set_payload("none")
+        model_payload = "none"
         q, qd = arm.read()
         for k in range(len(ref)):
             for name in self._events.get(k, ()):
@@ -176,10 +187,16 @@ class SimSource(JointSource):
             if self._pending is not None:
                 arm.set_payload(self._pending)
                 self._pending = None
+            if self.load_data and arm.payload != model_payload:
+                # The integral holds the unmodelled torques (friction) as an acceleration: rescale
+                # it to the new inertia so the torque it commands does not jump with the model.
+                integral *= (np.diag(self.nominal.mass_matrix(q, model_payload))
+                             / np.diag(self.nominal.mass_matrix(q, arm.payload)))
+                model_payload = arm.payload
             e = ref.q[k] - q
             integral = np.clip(integral + DT * e, -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
             qdd_cmd = ref.qdd[k] + kd * (ref.qd[k] - qd) + kp * e + ki * integral
-            tau = np.clip(self.nominal.rnea(q, qd, qdd_cmd), -limit, limit)
+            tau = np.clip(self.nominal.rnea(q, qd, qdd_cmd, model_payload), -limit, limit)
             arm.step(tau - self.friction(qd))
             q_next, qd_next = arm.read()
             state = JointState(seq=k, t=k * DT, q=q, qd=qd, qdd=(qd_next - qd) / DT, tau=tau,

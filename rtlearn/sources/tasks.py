@@ -1,16 +1,32 @@
 """Reference trajectories of the simulated tasks, as joint-space arrays sampled every dt.
 
-A task is a Cartesian path of the end effector (straight segments with quintic, rest-to-rest
+Most tasks are a Cartesian path of the end effector (straight segments with quintic, rest-to-rest
 time scaling) turned into joint space by differential inverse kinematics (damped least squares
 plus a pull toward the home pose in the null space), integrated at dt. The joint velocity
 is then a smooth function of (q, t), so its finite difference is a clean reference
 acceleration. Geometry defaults can be overridden per robot in the TOML `[tasks]` table.
+
+`sines` is defined in joint space instead, analytically, so q, qd and qdd are exact:
+
+  q_j(t) = home_j + r(t) * (c_j - home_j + A_j * s_j(t)),  s_j = sum_i w_ji sin(2 pi f_ji t + phi_ji)
+
+with SINE_COMPONENTS frequencies per joint drawn log-uniformly in SINE_BAND, phases uniform,
+weights w ~ U(0.5, 1) / f (each component contributes alike to the velocity), s_j normalised to
+peak 1 over the trajectory. r is a quintic ramp 0 -> 1 (zero velocity and acceleration at both
+ends), so the arm starts at rest at home and blends into the sines around a centre c_j: home
+clamped to SINE_AMPLITUDE inside the URDF position limits less LIMIT_MARGIN (joints without
+limits get home +- FREE_RANGE). Since q = (1 - r) home + r (c + A s) is a convex combination,
+|A_j| <= min(SINE_AMPLITUDE, distance of c_j to its limits) keeps q inside the limits; A_j is then
+the largest amplitude for which the sampled |qd| <= VEL_FRACTION * velocity_limits and
+|qdd| <= ACC_LIMIT hold at every step (qd and qdd are affine in A_j, so this is solved exactly).
+The ramp lasts RAMP_S, longer if moving home to c alone would use more than half of either bound.
 
 Tasks (each cycle of a multi-cycle run repeats the pattern with the next payload):
   lift         down by lift_depth (1 s), the payload attaches (0.5 s dwell), lift (1 s), hold (1 s)
   rectangle-h  a rectangle in the horizontal plane through the home pose, 1 s per side
   rectangle-v  the same in the vertical (world y-z) plane
   hold         stay at the home pose for 2 s per cycle (static torques; payload k from cycle k)
+  sines        6 s per cycle of seeded multi-sine joint motion (payload k from cycle k)
 """
 
 from __future__ import annotations
@@ -21,10 +37,19 @@ import numpy as np
 
 from rtlearn.sources.dynamics import Dynamics
 
-TASKS = ("lift", "rectangle-h", "rectangle-v", "hold")
+TASKS = ("lift", "rectangle-h", "rectangle-v", "hold", "sines")
 DEFAULTS = {"lift_depth": 0.20, "rectangle": [0.30, 0.20]}
 MOVE_S, GRASP_S, HOLD_S, EDGE_S, STILL_S = 1.0, 0.5, 1.0, 1.0, 2.0
 IK_GAIN, IK_DAMPING, POSTURE_GAIN = 50.0, 1e-4, 1.0
+SINES_S = 6.0                  # s per cycle of `sines`
+SINE_COMPONENTS = 4            # sinusoids per joint
+SINE_BAND = (0.05, 0.6)        # Hz
+SINE_AMPLITUDE = 1.0           # rad, largest excursion of a joint from its centre
+LIMIT_MARGIN = 0.15            # rad kept clear of each URDF position limit (tracking error <= 0.1)
+FREE_RANGE = np.pi             # rad either side of home, for joints the URDF does not limit
+VEL_FRACTION = 0.5             # of the TOML velocity_limits
+ACC_LIMIT = 4.0                # rad/s^2; keeps computed-torque commands inside the torque limits
+RAMP_S = 1.0                   # s, shortest ramp-in from rest
 
 
 @dataclass(slots=True)
@@ -83,6 +108,13 @@ def make_reference(task: str, dyn: Dynamics, payloads: list[str], cycles: int = 
     for p in payloads:
         dyn.robot.payload(p)  # fail before simulating on an unknown name
     rng = np.random.default_rng([seed, 1])
+    if task == "sines":
+        return _sines(dyn, payloads, cycles, rng, dt)
+    return _cartesian(task, dyn, payloads, cycles, rng, dt)
+
+
+def _cartesian(task: str, dyn: Dynamics, payloads: list[str], cycles: int,
+               rng: np.random.Generator, dt: float) -> Reference:
     geom = {**DEFAULTS, **dyn.robot.tasks}
     home = dyn.robot.home.copy()
     x0 = dyn.frame_position(home)
@@ -115,3 +147,75 @@ def make_reference(task: str, dyn: Dynamics, payloads: list[str], cycles: int = 
             q[k + 1] = q[k] + dt * qd[k]
     qdd = np.diff(qd, axis=0) / dt
     return Reference(q=q[:N], qd=qd[:N], qdd=qdd, events=events, dt=dt)
+
+
+def position_limits(dyn: Dynamics) -> tuple[np.ndarray, np.ndarray]:
+    """Per-joint URDF position limits (rad) from the Pinocchio model; -inf / inf where the URDF
+    gives none (continuous joints, or lower >= upper as a revolute joint without limits loads)."""
+    lo = np.full(dyn.robot.n_joints, -np.inf)
+    hi = np.full(dyn.robot.n_joints, np.inf)
+    model = dyn.model
+    for j in range(dyn.robot.n_joints):
+        joint = model.joints[j + 1]  # joint 0 is the universe
+        if joint.nq != 1:
+            continue
+        a, b = model.lowerPositionLimit[joint.idx_q], model.upperPositionLimit[joint.idx_q]
+        if np.isfinite(a) and np.isfinite(b) and a < b:
+            lo[j], hi[j] = a, b
+    return lo, hi
+
+
+def _sines(dyn: Dynamics, payloads: list[str], cycles: int, rng: np.random.Generator,
+           dt: float) -> Reference:
+    robot, n = dyn.robot, dyn.robot.n_joints
+    home = robot.home.astype(np.float64)
+    per_cycle = int(round(SINES_S / dt))
+    t = dt * np.arange(cycles * per_cycle)[:, None]
+    lo, hi = position_limits(dyn)
+    free = ~np.isfinite(lo)
+    lo = np.where(free, home - FREE_RANGE, lo + LIMIT_MARGIN)
+    hi = np.where(free, home + FREE_RANGE, hi - LIMIT_MARGIN)
+    # Centre: home, moved inward until a full SINE_AMPLITUDE fits; a range too narrow for that
+    # (or for the margins) is used around its middle.
+    roomy = hi - lo > 2 * SINE_AMPLITUDE
+    centre = np.where(roomy, np.clip(home, lo + SINE_AMPLITUDE, hi - SINE_AMPLITUDE), 0.5 * (lo + hi))
+    reach = np.clip(np.minimum(centre - lo, hi - centre), 0.0, SINE_AMPLITUDE)
+    shift = centre - home
+    v_max = VEL_FRACTION * robot.velocity_limits
+
+    # Quintic ramp (peak slope 15/8, peak curvature 10/sqrt(3)), long enough that the shift
+    # alone takes at most half of each bound.
+    ramp_s = max(RAMP_S, float(np.max(1.875 * np.abs(shift) / (0.5 * v_max))),
+                 float(np.max(np.sqrt(5.7736 * np.abs(shift) / (0.5 * ACC_LIMIT)))))
+    x = np.minimum(t / ramp_s, 1.0)
+    r = 10 * x**3 - 15 * x**4 + 6 * x**5
+    rd = (30 * x**2 - 60 * x**3 + 30 * x**4) / ramp_s
+    rdd = (60 * x - 180 * x**2 + 120 * x**3) / ramp_s**2
+
+    omega = 2 * np.pi * np.exp(rng.uniform(*np.log(SINE_BAND), size=(SINE_COMPONENTS, n)))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(SINE_COMPONENTS, n))
+    weight = rng.uniform(0.5, 1.0, size=(SINE_COMPONENTS, n)) / omega
+    s = np.zeros_like(t * home)
+    sd, sdd = np.zeros_like(s), np.zeros_like(s)
+    for w, om, ph in zip(weight, omega, phase):
+        angle = om * t + ph
+        s += w * np.sin(angle)
+        sd += w * om * np.cos(angle)
+        sdd -= w * om**2 * np.sin(angle)
+    peak = np.abs(s).max(axis=0)
+    s, sd, sdd = s / peak, sd / peak, sdd / peak
+
+    # qd = u + A v and qdd = a + A b, affine in the amplitude A.
+    u, v = rd * shift, rd * s + r * sd
+    a, b = rdd * shift, rdd * s + 2 * rd * sd + r * sdd
+    amp = np.minimum(reach, np.minimum(_largest_scale(u, v, v_max), _largest_scale(a, b, ACC_LIMIT)))
+    q = home + r * (shift + amp * s)
+    events = [(k * per_cycle, payloads[k % len(payloads)]) for k in range(cycles)]
+    return Reference(q=q, qd=u + amp * v, qdd=a + amp * b, events=events, dt=dt)
+
+
+def _largest_scale(u: np.ndarray, v: np.ndarray, bound) -> np.ndarray:
+    """Per column, the largest A >= 0 with |u + A v| <= bound at every row (|u| <= bound)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = (bound - np.sign(v) * u) / np.abs(v)
+    return np.where(v == 0, np.inf, room).min(axis=0)
