@@ -1,6 +1,7 @@
 """Record -> replay round trips, ROS 2 bag import, and clear errors for bad files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,57 @@ def test_committed_streams_are_valid_lift_logs():
         payload = header["meta"]["payload"][0]
         assert header["count"] >= 3000 and header["robot"] == "kuka_iiwa"
         assert payload in path.name and header["contexts"][-1] == payload
+
+
+# ---- robot files naming a relative URDF ------------------------------------------------------
+
+@pytest.fixture
+def relative_arm(tmp_path):
+    """robots/arm.toml naming `kuka/model.urdf`, a copy of pybullet_data's KUKA beside it."""
+    import shutil
+
+    import pybullet_data
+
+    robot_dir = tmp_path / "robots"
+    shutil.copytree(Path(pybullet_data.getDataPath()) / "kuka_iiwa", robot_dir / "kuka")
+    text = (ROBOTS_DIR / "kuka_iiwa.toml").read_text().replace(
+        'urdf = "pybullet_data://kuka_iiwa/model.urdf"', 'urdf = "kuka/model.urdf"')
+    assert 'urdf = "kuka/model.urdf"' in text
+    (robot_dir / "arm.toml").write_text(text)
+    return robot_dir
+
+
+def test_log_of_a_relative_urdf_robot_replays_from_anywhere(tmp_path, relative_arm, monkeypatch,
+                                                            sim_states):
+    monkeypatch.chdir(tmp_path)
+    robot = load_robot("robots/arm.toml")  # a relative TOML path too
+    assert robot.file.is_absolute() and robot.urdf == relative_arm / "kuka" / "model.urdf"
+    (tmp_path / "logs").mkdir()
+    write_log("logs/run.npz", robot, sim_states[:200])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with LogSource(tmp_path / "logs" / "run.npz") as replay:
+        assert replay.robot.urdf == relative_arm / "kuka" / "model.urdf"
+        back = list(replay)
+    for a, b in zip(sim_states, back):
+        _same(a, b)
+    from rtlearn.cli import main
+    assert main(["replay", str(tmp_path / "logs" / "run.npz"), "--no-publish", "--speed", "max"]) == 0
+
+
+def test_log_whose_robot_moved_resolves_beside_the_log_or_names_the_paths(tmp_path, relative_arm,
+                                                                          sim_states):
+    import shutil
+
+    log = tmp_path / "run.npz"
+    write_log(log, load_robot(relative_arm / "arm.toml"), sim_states[:50])
+    moved = tmp_path / "moved"
+    relative_arm.rename(moved)
+    with pytest.raises(LogFormatError) as err:
+        LogSource(log)
+    msg = str(err.value)
+    assert msg.startswith(f"{log}: field 'header.robot_toml'")
+    assert str(relative_arm / "kuka" / "model.urdf") in msg and str(tmp_path / "kuka" / "model.urdf") in msg
+    shutil.copytree(moved / "kuka", tmp_path / "kuka")  # shipped beside the log: found there
+    assert LogSource(log).robot.urdf == tmp_path / "kuka" / "model.urdf"

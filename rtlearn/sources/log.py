@@ -5,7 +5,9 @@ carry dtype and byte order, so logs are portable). Members:
 
   header   uint8: UTF-8 JSON {"format": "rtlearn-log", "version": 1, "robot": name,
            "joints": [...], "n_joints": n, "count": N, "contexts": [labels...],
-           "robot_toml": the robot description's text, "meta": {free-form: task, seed, ...}}
+           "robot_toml": the robot description's text, "robot_file": its absolute path when
+           recorded (a relative `urdf` in the text resolves against that file's directory),
+           "meta": {free-form: task, seed, ...}}
   seq      int64 (N,)      strictly increasing
   t        float64 (N,)    s since stream start
   q qd tau float64 (N, n)
@@ -26,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState, LogFormatError, paced
+from rtlearn.sources.base import JointSource, JointState, LogFormatError, RobotSpecError, paced
 from rtlearn.sources.robot import RobotSpec, parse_robot
 
 FORMAT = "rtlearn-log"
@@ -92,6 +94,7 @@ class LogWriter:
         header = {"format": FORMAT, "version": VERSION, "robot": self.robot.name,
                   "joints": self.robot.joints, "n_joints": self.robot.n_joints, "count": m,
                   "contexts": self._contexts, "robot_toml": self.robot.source_text,
+                  "robot_file": str(self.robot.file),
                   "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.meta}}
         arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8),
                   "seq": self._seq[:m], "t": self._t[:m], "context": self._ctx[:m]}
@@ -145,6 +148,8 @@ def read_log(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     for key, kind in (("count", int), ("n_joints", int), ("contexts", list), ("robot_toml", str)):
         if not isinstance(header.get(key), kind):
             raise LogFormatError(path, f"header.{key}", f"missing or not {kind.__name__}")
+    if not isinstance(header.get("robot_file", ""), str):
+        raise LogFormatError(path, "header.robot_file", "not str")
     m, n = header["count"], header["n_joints"]
     shapes = {"seq": (m,), "t": (m,), "context": (m,), **{k: (m, n) for k in VECTORS}}
     if "qdd" in arrays:
@@ -165,6 +170,25 @@ def read_log(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
+def logged_robot(header: dict, path: Path) -> RobotSpec:
+    """The robot embedded in a log's header. Its relative paths resolve against the robot file's
+    directory as recorded, else (robot file moved, or a log older than header.robot_file)
+    against the log's own directory; if neither holds the URDF, the error names both paths."""
+    text = header["robot_toml"]
+    places = [Path(header["robot_file"])] if header.get("robot_file") else []
+    tried = []
+    for place in places + [path]:
+        try:
+            return parse_robot(text, place)
+        except RobotSpecError as e:
+            if e.field != "urdf":
+                raise
+            tried.append(e.reason)
+    raise LogFormatError(path, "header.robot_toml",
+                         f"cannot find the robot's URDF ({'; '.join(tried)}); "
+                         "pass the robot explicitly (--robot)")
+
+
 class LogSource(JointSource):
     """Replays a log. speed=None: as fast as the consumer takes it; speed=1.0: at the recorded
     pace (absolute deadlines from the time stamps); 2.0: twice as fast."""
@@ -172,7 +196,7 @@ class LogSource(JointSource):
     def __init__(self, path: str | Path, speed: float | None = None, robot: RobotSpec | None = None):
         self.path = Path(path)
         self.header, self.arrays = read_log(self.path)
-        self.robot = robot or parse_robot(self.header["robot_toml"], self.path)
+        self.robot = robot or logged_robot(self.header, self.path)
         if self.robot.n_joints != self.header["n_joints"]:
             raise LogFormatError(self.path, "header.n_joints",
                                  f"{self.header['n_joints']} joints but robot {self.robot.name} has "

@@ -122,9 +122,9 @@ def _resolve_urdf(text: str, toml_file: Path) -> Path:
 
         path = Path(pybullet_data.getDataPath()) / text[len(PYBULLET_SCHEME):]
     else:
-        path = Path(text)
-        if not path.is_absolute():
-            path = toml_file.parent / path
+        # Relative to the robot file, never to the working directory; absolute from here on, so
+        # the spec (and a log recorded from it) stays valid wherever the process goes next.
+        path = (toml_file.parent / text).absolute()
     if not path.is_file():
         raise RobotSpecError(toml_file, "urdf", f"no such file: {path}")
     return path
@@ -180,6 +180,7 @@ def load_robot(name_or_path: str | Path) -> RobotSpec:
     path = Path(name_or_path)
     if not path.suffix == ".toml" and not path.exists():
         path = ROBOTS_DIR / f"{name_or_path}.toml"
+    path = path.absolute()  # RobotSpec.file is recorded in logs, replayed from anywhere
     try:
         text = path.read_text()
     except OSError as e:
