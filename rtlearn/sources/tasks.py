@@ -12,8 +12,8 @@ acceleration. Geometry defaults can be overridden per robot in the TOML `[tasks]
 
 with SINE_COMPONENTS frequencies per joint drawn log-uniformly in SINE_BAND, phases uniform,
 weights w ~ U(0.5, 1) / f (each component contributes alike to the velocity), s_j normalised to
-peak 1 over the trajectory. r is a quintic ramp 0 -> 1 (zero velocity and acceleration at both
-ends), so the arm starts at rest at home and blends into the sines around a centre c_j: home
+peak 1 over the trajectory. r is a septic ramp 0 -> 1 (zero velocity, acceleration and jerk at
+both ends), so the arm starts at rest at home and blends into the sines around a centre c_j: home
 clamped to SINE_AMPLITUDE inside the URDF position limits less LIMIT_MARGIN (joints without
 limits get home +- FREE_RANGE). Since q = (1 - r) home + r (c + A s) is a convex combination,
 |A_j| <= min(SINE_AMPLITUDE, distance of c_j to its limits) keeps q inside the limits; A_j is then
@@ -183,14 +183,14 @@ def _sines(dyn: Dynamics, payloads: list[str], cycles: int, rng: np.random.Gener
     shift = centre - home
     v_max = VEL_FRACTION * robot.velocity_limits
 
-    # Quintic ramp (peak slope 15/8, peak curvature 10/sqrt(3)), long enough that the shift
-    # alone takes at most half of each bound.
-    ramp_s = max(RAMP_S, float(np.max(1.875 * np.abs(shift) / (0.5 * v_max))),
-                 float(np.max(np.sqrt(5.7736 * np.abs(shift) / (0.5 * ACC_LIMIT)))))
+    # Septic ramp (C3: the jerk is continuous too; peak slope 35/16, peak curvature 7.514), long
+    # enough that the shift alone takes at most half of each bound.
+    ramp_s = max(RAMP_S, float(np.max(2.1875 * np.abs(shift) / (0.5 * v_max))),
+                 float(np.max(np.sqrt(7.514 * np.abs(shift) / (0.5 * ACC_LIMIT)))))
     x = np.minimum(t / ramp_s, 1.0)
-    r = 10 * x**3 - 15 * x**4 + 6 * x**5
-    rd = (30 * x**2 - 60 * x**3 + 30 * x**4) / ramp_s
-    rdd = (60 * x - 180 * x**2 + 120 * x**3) / ramp_s**2
+    r = 35 * x**4 - 84 * x**5 + 70 * x**6 - 20 * x**7
+    rd = (140 * x**3 - 420 * x**4 + 420 * x**5 - 140 * x**6) / ramp_s
+    rdd = (420 * x**2 - 1680 * x**3 + 2100 * x**4 - 840 * x**5) / ramp_s**2
 
     omega = 2 * np.pi * np.exp(rng.uniform(*np.log(SINE_BAND), size=(SINE_COMPONENTS, n)))
     phase = rng.uniform(0.0, 2 * np.pi, size=(SINE_COMPONENTS, n))
