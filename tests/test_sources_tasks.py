@@ -38,11 +38,11 @@ def test_sines_respect_position_velocity_and_acceleration_bounds(dyn, seed):
     lo, hi = position_limits(dyn)
     assert np.all(np.isfinite(lo)) and np.all(lo < dyn.robot.home) and np.all(dyn.robot.home < hi)
     _check_bounds(dyn, ref, lo + LIMIT_MARGIN, hi - LIMIT_MARGIN)
-    # Rich: every joint moves, and the scaling is tight (a bound is reached on several joints).
+    # Rich: every joint moves, and the scaling is tight (the bounds are reached, not merely respected).
     assert np.ptp(ref.q, axis=0).min() > 0.3
     used = np.maximum(np.abs(ref.qd).max(0) / (VEL_FRACTION * dyn.robot.velocity_limits),
                       np.abs(ref.qdd).max(0) / ACC_LIMIT)
-    assert np.sum(used > 0.99) >= 3
+    assert used.max() > 0.99 and np.median(used) > 0.6
 
 
 def test_sines_derivatives_are_exact(dyn):
