@@ -31,6 +31,16 @@ def test_sim_record_then_replay_record_is_identical(tmp_path, capsys):
     assert "packets" in capsys.readouterr().out
 
 
+def test_sim_sines_records_one_payload_per_cycle(tmp_path):
+    path = tmp_path / "sines.npz"
+    assert main(["sim", "--task", "sines", "--robot", "franka_panda", "--payload", "none,heavy",
+                 "--cycles", "2", "--speed", "max", "--no-publish", "--record", str(path)]) == 0
+    header, arrays = read_log(path)
+    assert header["meta"]["task"] == "sines" and header["count"] == 12000
+    assert header["contexts"] == ["none", "heavy"]
+    assert np.array_equal(arrays["context"], np.repeat([0, 1], 6000))
+
+
 def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
     assert main(["sim", "--payload", "anvil", "--no-publish", "--speed", "max"]) == 2
     assert "field 'payloads'" in capsys.readouterr().err
