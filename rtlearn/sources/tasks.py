@@ -26,7 +26,7 @@ Tasks (each cycle of a multi-cycle run repeats the pattern with the next payload
   rectangle-h  a rectangle in the horizontal plane through the home pose, 1 s per side
   rectangle-v  the same in the vertical (world y-z) plane
   hold         stay at the home pose for 2 s per cycle (static torques; payload k from cycle k)
-  sines        6 s per cycle of seeded multi-sine joint motion (payload k from cycle k)
+  sines        seeded multi-sine joint motion, 6 s per cycle, not repeating (payload k from cycle k)
 """
 
 from __future__ import annotations
