@@ -22,8 +22,9 @@ R spacings on either side, and the tables are mirror symmetric (shape (2R + 1, N
 except at those nodes). Giving that node the right cell's window alone shifted the window
 of keys just below a centre one place to the right.
 
-With `full_window` (MemoryConfig.authors()) every centre is evaluated exactly for every
-coordinate instead, O(K) exponentials per coordinate, as the authors' code does.
+With `full_window` (MemoryConfig.authors()) every centre is evaluated for every coordinate
+instead, as the authors' code does: O(K) per coordinate, by a recurrence from the nearest
+centre (three exponentials per key), exact to rounding.
 """
 
 import math
@@ -187,37 +188,72 @@ def _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, v, d, dpad):
 
 
 @njit(**JIT)
-def _deposit_full(key, key_prev, lo, hi, clip, inv_spacing, a, normalized, delta):
-    """Eqs. M3-M4 over every centre: delta[k] += phi_k(x_prev_i) s_i for coordinates lo..hi-1,
-    psi_k(x) = exp(-a (p - k)^2 / 2) with p = (x + C) / spacing, phi = psi or psi / sum psi."""
-    for i in range(lo, hi):
-        xp = key_prev[i]  # already clipped
-        s = min(1.0, max(-1.0, _clip_key(key[i], clip) * xp))
-        p = (xp + clip) * inv_spacing
-        if normalized:
-            total = 0.0
-            for k in range(delta.shape[0]):
-                total += math.exp(-0.5 * a * (p - k) ** 2)
-            s /= total
-        for k in range(delta.shape[0]):
-            delta[k] += math.exp(-0.5 * a * (p - k) ** 2) * s
+def _kernel_row(p, a, q, row):
+    """Eq. M1 at every centre: row[k] = psi_k = exp(-a (p - k)^2 / 2), p the key in centre
+    spacings. Out from the nearest centre k0 by psi_{k+-1} = psi_k r, r <- r q (q = exp(-a)):
+    three exponentials per key instead of K; the walk stops where psi underflows to 0, so
+    row[k_lo:k_hi] (returned) holds every nonzero one. Rounding: O(n^2) ulp after n steps."""
+    n = row.shape[0]
+    k0 = min(int(p + 0.5), n - 1)
+    d = p - k0
+    psi0 = math.exp(-0.5 * a * d * d)
+    row[k0] = psi0
+    v = psi0
+    r = math.exp(a * d - 0.5 * a)  # psi_{k0 + 1} / psi_{k0}
+    k_hi = k0 + 1
+    while k_hi < n:
+        v *= r
+        if v == 0.0:
+            break
+        row[k_hi] = v
+        r *= q
+        k_hi += 1
+    v = psi0
+    r = math.exp(-a * d - 0.5 * a)  # psi_{k0 - 1} / psi_{k0}
+    k_lo = k0
+    while k_lo > 0:
+        v *= r
+        if v == 0.0:
+            break
+        k_lo -= 1
+        row[k_lo] = v
+        r *= q
+    return k_lo, k_hi
 
 
 @njit(**JIT)
-def _predict_full(key, u, key_prev, lo, hi, clip, inv_spacing, a, w, w_lo, w_hi):
+def _deposit_full(key, key_prev, lo, hi, clip, inv_spacing, a, q, normalized, row, delta):
+    """Eqs. M3-M4 over every centre: delta[k] += phi_k(x_prev_i) s_i for coordinates lo..hi-1,
+    phi = psi or psi / sum psi, p = (x + C) / spacing (row: scratch of K)."""
+    for i in range(lo, hi):
+        xp = key_prev[i]  # already clipped
+        s = min(1.0, max(-1.0, _clip_key(key[i], clip) * xp))
+        if s == 0.0:  # the first step, and keys at zero: nothing to deposit
+            continue
+        k_lo, k_hi = _kernel_row((xp + clip) * inv_spacing, a, q, row)
+        if normalized:
+            total = 0.0
+            for k in range(k_lo, k_hi):
+                total += row[k]
+            s /= total
+        for k in range(k_lo, k_hi):
+            delta[k] += row[k] * s
+
+
+@njit(**JIT)
+def _predict_full(key, u, key_prev, lo, hi, clip, inv_spacing, a, q, w, w_lo, w_hi, row):
     """Eq. M2 over every centre for coordinates lo..hi-1 (u <- eta(key) u); returns the sum
-    of the rates."""
+    of the rates (row: scratch of K)."""
     eta_sum = 0.0
     for i in range(lo, hi):
         x = _clip_key(key[i], clip)  # read before u[i] is written: key may alias u
         key_prev[i] = x
-        p = (x + clip) * inv_spacing
+        k_lo, k_hi = _kernel_row((x + clip) * inv_spacing, a, q, row)
         num = 0.0
         den = 0.0
-        for k in range(w.shape[0]):
-            psi = math.exp(-0.5 * a * (p - k) ** 2)
-            num += psi * w[k]
-            den += psi
+        for k in range(k_lo, k_hi):
+            num += row[k] * w[k]
+            den += row[k]
         e = min(w_hi, max(w_lo, num / den))  # a convex combination: the clamp only rounds
         eta_sum += e
         u[i] = e * u[i]
@@ -244,13 +280,14 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
     arrays (K + 2R) put centre k at k + R so windows never branch on the edges.
     Scratch: js, out (BLOCK,), hw (4, BLOCK), acc (BANKS, 2N) zero between calls, eta and
     deta (N,), tab (2N,).
-    With `full_window` every centre is evaluated exactly (_deposit_full, _predict_full):
-    inv_step is then 1 / spacing, a = (spacing / h)^2, `normalized` picks phi = psi / sum psi
-    in eq. M4, and of the tables and scratch only dpad is used.
+    With `full_window` every centre is evaluated (_deposit_full, _predict_full): inv_step is
+    then 1 / spacing, a = (spacing / h)^2, `normalized` picks phi = psi / sum psi in eq. M4;
+    of the tables and scratch only wpad and dpad (K each) are used, wpad for one key's psi.
     """
     n_centres = w.shape[1]
     shift = (wpad.shape[0] - n_centres) // 2  # R
     j_last = phi.shape[1] - 2.0
+    q = math.exp(-a)
     adam_scale = 0.0
     if learn:
         count[0] += 1.0
@@ -263,8 +300,8 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
         if learn:
             dpad[:] = 0.0
             if full_window:
-                _deposit_full(key, key_prev, g_lo, g_hi, clip, inv_step, a, normalized,
-                              dpad[shift:shift + n_centres])
+                _deposit_full(key, key_prev, g_lo, g_hi, clip, inv_step, a, q, normalized, wpad,
+                              dpad)
             else:
                 j_lo, j_hi = _node_range(key_prev, g_lo, g_hi, clip, inv_step, j_last)
                 _deposit_group(key, key_prev, g_lo, g_hi, clip, inv_step, j_last, acc, js, hw)
@@ -279,8 +316,8 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
                     d = adam_scale * w_m[g, k] / (math.sqrt(w_v[g, k]) + eps)
                 w[g, k] = min(w_hi, max(w_lo, w[g, k] + beta * d))
         if full_window:
-            eta_sum = _predict_full(key, u, key_prev, g_lo, g_hi, clip, inv_step, a, w[g],
-                                    w_lo, w_hi)
+            eta_sum = _predict_full(key, u, key_prev, g_lo, g_hi, clip, inv_step, a, q, w[g],
+                                    w_lo, w_hi, wpad)
         else:
             for k in range(n_centres):
                 wpad[k + shift] = w[g, k]
