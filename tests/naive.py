@@ -4,6 +4,8 @@ They evaluate every kernel over all K centres (no truncation), loop over steps i
 and follow docs/algorithm.md line by line.
 """
 
+import math
+
 import numpy as np
 
 
@@ -88,7 +90,62 @@ class Memory:
             self.t += 1
             self.m = 0.9 * self.m + 0.1 * delta
             self.v = 0.999 * self.v + 0.001 * delta ** 2
-            delta = (self.m / (1 - 0.9 ** self.t)) / (np.sqrt(self.v / (1 - 0.999 ** self.t)) + 1e-8)
+            # the authors' (torch) form: eps on the uncorrected sqrt(v)
+            scale = np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
+            delta = scale * self.m / (np.sqrt(self.v) + 1e-8)
         self.w = np.clip(self.w + self.beta * delta, self.lo, self.hi)
         self.prev = x
         return self.rates(x) * u
+
+
+def authors_memory_descent(grad, theta0, steps, groups, meta="adam", K=100, C=10.0, lr0=1e-3,
+                           beta=1e-3, b1=0.9, b2=0.999, eps=1e-8, lo=1e-9, hi=1.0):
+    """GD scaled by a memory of learning rates per group, step for step as the authors'
+    released code does it (ALGORITHM.md section 7), in scalar Python over every centre.
+
+    One step: g = clip(grad(theta), -C, C); g_prev <- the previous g (0 at the first step);
+    Delta_k = mean over the group of clip(g_i g_prev_i, -1, 1) psi_k(g_prev_i) (raw psi);
+    w += beta Delta (meta "gd") or w += beta sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)
+    with Adam's moments m, v of Delta (meta "adam"); w clamped to [lo, hi];
+    eta_i = sum_k psi_k(g_i) w_k / sum_k psi_k(g_i); theta_i -= eta_i g_i.
+    Returns the parameters and the rates after each step, shape (steps, n) each, and the
+    final memory values per group."""
+    centres = [-C + 2.0 * C * k / (K - 1) for k in range(K)]
+    sigma = 0.5 * (centres[1] - centres[0])
+
+    def psi(x):
+        return [math.exp(-0.5 * (x - c) ** 2 / sigma ** 2) for c in centres]
+
+    theta = [float(v) for v in theta0]
+    n = len(theta)
+    w = [[lr0] * K for _ in groups]
+    m = [[0.0] * K for _ in groups]
+    v = [[0.0] * K for _ in groups]
+    g_cur = [0.0] * n
+    thetas, rates = [], []
+    for t in range(1, steps + 1):
+        g_prev = g_cur
+        g_cur = [min(C, max(-C, gi)) for gi in grad(np.array(theta))]
+        eta = [0.0] * n
+        for l, idx in enumerate(groups):
+            delta = [0.0] * K
+            for i in idx:
+                s = min(1.0, max(-1.0, g_cur[i] * g_prev[i]))
+                for k, p in enumerate(psi(g_prev[i])):
+                    delta[k] += s * p / len(idx)
+            for k in range(K):
+                if meta == "adam":
+                    m[l][k] = b1 * m[l][k] + (1 - b1) * delta[k]
+                    v[l][k] = b2 * v[l][k] + (1 - b2) * delta[k] ** 2
+                    scale = math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                    step = scale * m[l][k] / (math.sqrt(v[l][k]) + eps)
+                else:
+                    step = delta[k]
+                w[l][k] = min(hi, max(lo, w[l][k] + beta * step))
+            for i in idx:
+                p = psi(g_cur[i])
+                eta[i] = sum(pk * wk for pk, wk in zip(p, w[l])) / sum(p)
+        theta = [th - e * gi for th, e, gi in zip(theta, eta, g_cur)]
+        thetas.append(theta)
+        rates.append(eta)
+    return np.array(thetas), np.array(rates), np.array(w)

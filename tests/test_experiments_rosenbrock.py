@@ -50,10 +50,40 @@ def test_experiment_command_quick(tmp_path, capsys):
     assert d["experiment"] == "rosenbrock" and d["trials"] == 1
     row = d["summary"]["rows"][0]
     assert set(rosenbrock.RUNS) <= set(row)
+    n = rosenbrock.QUICK["ensemble"]
+    assert row["runs"] == n and all(len(v) == n for v in d["per_trial"][0]["iterations"].values())
     assert (tmp_path / "rosenbrock_convergence.png").exists()
 
 
-def test_sensitivity_gives_both_runs_per_accuracy():
-    out = rosenbrock.sensitivity(truncations=(1e-11,))
-    n1, n2 = out[1e-11]
-    assert n1 is not None and n2 is not None and n1 > 0 and n2 > 0
+def test_ensemble_members_start_within_the_perturbation():
+    assert np.array_equal(rosenbrock.member_start(rosenbrock.START, 0, 0), rosenbrock.START)
+    moved = np.array([rosenbrock.member_start(rosenbrock.START, 0, m) for m in range(1, 20)])
+    d = np.abs(moved - rosenbrock.START)
+    assert (d > 0).all() and d.max() < 5 * rosenbrock.PERTURBATION
+    assert len(np.unique(moved[:, 0])) == 19
+
+
+def test_summary_counts_against_numpy():
+    """Quartiles (lower, actual counts), spreads and fractions, with unreached runs (None)
+    counting as slower than any reached one."""
+    rng = np.random.default_rng(2)
+    trials = []
+    for seed in range(2):
+        it = {r: [int(v) for v in rng.integers(10, 500, size=9)] for r in rosenbrock.RUNS}
+        it["gd"][3] = None
+        it["metagd-1"][0] = None
+        trials.append({"seed": seed, "start": [0.0, 0.0], "max_iters": 600, "iterations": it})
+    s = rosenbrock.summarize(trials)
+    for row, t in zip(s["rows"], trials):
+        a = {r: np.array([np.inf if v is None else v for v in t["iterations"][r]])
+             for r in rosenbrock.RUNS}
+        for r in rosenbrock.RUNS:
+            srt = np.sort(a[r])
+            assert (row[r]["q1"], row[r]["median"], row[r]["q3"]) == (srt[2], srt[4], srt[6])
+            fin = a[r][np.isfinite(a[r])]
+            assert row[r]["max/min"] == fin.max() / fin.min()
+        expect = np.mean([a["metagd-2"][i] < a["metagd-1"][i] < a["gd"][i] for i in range(9)])
+        assert row["run2 < run1 < gd"] == expect
+        assert row["run2 < run1"] == np.mean(a["metagd-2"] < a["metagd-1"])
+    assert s["rows"][0]["gd"]["not_reached"] == 1 and s["all"]["runs"] == 18
+    assert "| all | pooled | 18 |" in rosenbrock.table(s)

@@ -8,7 +8,8 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     from rtlearn.learner import MemoryConfig, chain, clip, memory
     for cfg in (MemoryConfig(), MemoryConfig(normalized_signal=True, meta="adam"),
-                MemoryConfig(n_centres=7, width_ratio=1.5, clip=2.0)):
+                MemoryConfig(n_centres=7, width_ratio=1.5, clip=2.0), MemoryConfig.authors(),
+                MemoryConfig(n_centres=7, clip=2.0, full_window=True, normalized_signal=True)):
         C = cfg.clip
         edge = [np.nan, np.inf, -np.inf, C, -C, np.nextafter(C, 0), np.nextafter(-C, 0),
                 1e300, -1e300, 0.0, 5e-324, -5e-324]

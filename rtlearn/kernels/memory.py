@@ -4,8 +4,8 @@ Every per-coordinate quantity of the memory is a fixed linear map of the K rates
 the signals: the rate eta(x) = sum_k phi_k(x) w_k (eq. M2, phi = psi / sum psi) and the
 weight psi_k(x) (or phi_k(x)) with which a signal reaches centre k (eq. M4). So once per step
 and group, eta and its derivative are tabulated at N = (K - 1) G + 1 nodes, G per centre
-spacing (2R centres per node, the truncated window). Each coordinate then costs a cubic
-Hermite interpolation on its node interval: four loads and a few multiplies, no exponential,
+spacing (2R or 2R + 1 centres per node, the truncated window). Each coordinate then costs a
+cubic Hermite interpolation on its node interval: four loads and a few multiplies, no exponential,
 no division. The learning pass is the transpose: each signal is deposited on its interval's
 two nodes with the same four Hermite weights, and Delta_k sums the deposits against the
 kernels' values and derivatives at the nodes. rtlearn.learner.memory builds the node tables
@@ -14,6 +14,17 @@ bound (MemoryConfig.error_bound).
 
 The per-coordinate loops run in blocks: a SIMD pass (clip, node, Hermite weights), then the
 pass that gathers or scatters through the node index.
+
+The window of a node is the 2R centres of its cell (c + 1 - R .. c + R, symmetric about the
+cell); a node on a centre c (a cell boundary, shared by two cells) takes the 2R + 1 centres
+c - R .. c + R, the union of both cells' windows. So every key keeps each centre closer than
+R spacings on either side, and the tables are mirror symmetric (shape (2R + 1, N), row 0 zero
+except at those nodes). Giving that node the right cell's window alone shifted the window
+of keys just below a centre one place to the right.
+
+With `full_window` (MemoryConfig.authors()) every centre is evaluated for every coordinate
+instead, as the authors' code does: O(K) per coordinate, by a recurrence from the nearest
+centre (three exponentials per key), exact to rounding.
 """
 
 import math
@@ -55,7 +66,7 @@ def _node_range(x, lo, hi, clip, inv_step, j_last):
 @njit(**JIT)
 def _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab):
     """Eq. M2 at nodes j_lo..j_hi: eta[j] = sum_n phi[n, j] w[c(j) + n] and deta likewise,
-    c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is centre c + n - (R - 1));
+    c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is centre c + n - R);
     then interleaved into tab for the coordinate pass."""
     n_win = phi.shape[0]
     for c in range(j_lo // per_cell, j_hi // per_cell + 1):
@@ -177,53 +188,141 @@ def _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, v, d, dpad):
 
 
 @njit(**JIT)
+def _kernel_row(p, a, q, row):
+    """Eq. M1 at every centre: row[k] = psi_k = exp(-a (p - k)^2 / 2), p the key in centre
+    spacings. Out from the nearest centre k0 by psi_{k+-1} = psi_k r, r <- r q (q = exp(-a)):
+    three exponentials per key instead of K; the walk stops where psi underflows to 0, so
+    row[k_lo:k_hi] (returned) holds every nonzero one. Rounding: O(n^2) ulp after n steps."""
+    n = row.shape[0]
+    k0 = min(int(p + 0.5), n - 1)
+    d = p - k0
+    psi0 = math.exp(-0.5 * a * d * d)
+    row[k0] = psi0
+    v = psi0
+    r = math.exp(a * d - 0.5 * a)  # psi_{k0 + 1} / psi_{k0}
+    k_hi = k0 + 1
+    while k_hi < n:
+        v *= r
+        if v == 0.0:
+            break
+        row[k_hi] = v
+        r *= q
+        k_hi += 1
+    v = psi0
+    r = math.exp(-a * d - 0.5 * a)  # psi_{k0 - 1} / psi_{k0}
+    k_lo = k0
+    while k_lo > 0:
+        v *= r
+        if v == 0.0:
+            break
+        k_lo -= 1
+        row[k_lo] = v
+        r *= q
+    return k_lo, k_hi
+
+
+@njit(**JIT)
+def _deposit_full(key, key_prev, lo, hi, clip, inv_spacing, a, q, normalized, row, delta):
+    """Eqs. M3-M4 over every centre: delta[k] += phi_k(x_prev_i) s_i for coordinates lo..hi-1,
+    phi = psi or psi / sum psi, p = (x + C) / spacing (row: scratch of K)."""
+    for i in range(lo, hi):
+        xp = key_prev[i]  # already clipped
+        s = min(1.0, max(-1.0, _clip_key(key[i], clip) * xp))
+        if s == 0.0:  # the first step, and keys at zero: nothing to deposit
+            continue
+        k_lo, k_hi = _kernel_row((xp + clip) * inv_spacing, a, q, row)
+        if normalized:
+            total = 0.0
+            for k in range(k_lo, k_hi):
+                total += row[k]
+            s /= total
+        for k in range(k_lo, k_hi):
+            delta[k] += row[k] * s
+
+
+@njit(**JIT)
+def _predict_full(key, u, key_prev, lo, hi, clip, inv_spacing, a, q, w, w_lo, w_hi, row):
+    """Eq. M2 over every centre for coordinates lo..hi-1 (u <- eta(key) u); returns the sum
+    of the rates (row: scratch of K)."""
+    eta_sum = 0.0
+    for i in range(lo, hi):
+        x = _clip_key(key[i], clip)  # read before u[i] is written: key may alias u
+        key_prev[i] = x
+        k_lo, k_hi = _kernel_row((x + clip) * inv_spacing, a, q, row)
+        num = 0.0
+        den = 0.0
+        for k in range(k_lo, k_hi):
+            num += row[k] * w[k]
+            den += row[k]
+        e = min(w_hi, max(w_lo, num / den))  # a convex combination: the clamp only rounds
+        eta_sum += e
+        u[i] = e * u[i]
+    return eta_sum
+
+
+@njit(**JIT)
 def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, per_cell, phi,
                 dphi, psi, dpsi, meta_kind, beta, b1, b2, eps, w_lo, w_hi, learn, js, hw, out,
-                acc, wpad, dpad, eta, deta, tab, eta_mean):
+                acc, wpad, dpad, eta, deta, tab, eta_mean, full_window, a, normalized):
     """One memory step for every group: eqs. M3-M5 (learn), then M2 (predict and scale u).
 
     M3  s_i = clip(x_i * x_prev_i, -1, 1), x = clip(key, -C, C)
     M4  Delta_k = (1/D) sum_i phi_k(x_prev_i) s_i,  phi = psi (eq. 10) or psi / sum(psi)
-    M5  w <- w + beta * Delta (MetaGD)  or  w <- w + beta * AdamDirection(Delta) (MemAdam),
+    M5  MetaGD: w <- w + beta * Delta;  MemAdam, in the torch form of the authors' code:
+        m, v <- Adam's moments of Delta,
+        w <- w + beta * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps);
         then w clamped to [w_lo, w_hi]
     M2  eta_i = sum_k psi_k(x_i) w_k / sum_k psi_k(x_i);  u_i <- eta_i * u_i
-    `key` may alias `u`: each block's keys are read before its u is written.
+    `key` may alias `u`: each coordinate's key is read before its u is written.
     `key_prev` holds the clipped key of the previous step (zeros at the start: no update).
-    Node tables (W = 2R, N nodes): phi/dphi give eta and its derivative times the node step
-    at every node (eq. M2), psi/dpsi the same for the signal weights of eq. M4. Padded arrays
-    (K + 2R - 1) put centre k at k + R - 1 so windows never branch on the edges.
+    Node tables (W = 2R + 1, N nodes): phi/dphi give eta and its derivative times the node
+    step at every node (eq. M2), psi/dpsi the same for the signal weights of eq. M4. Padded
+    arrays (K + 2R) put centre k at k + R so windows never branch on the edges.
     Scratch: js, out (BLOCK,), hw (4, BLOCK), acc (BANKS, 2N) zero between calls, eta and
     deta (N,), tab (2N,).
+    With `full_window` every centre is evaluated (_deposit_full, _predict_full): inv_step is
+    then 1 / spacing, a = (spacing / h)^2, `normalized` picks phi = psi / sum psi in eq. M4;
+    of the tables and scratch only wpad and dpad (K each) are used, wpad for one key's psi.
     """
     n_centres = w.shape[1]
-    shift = (wpad.shape[0] - n_centres - 1) // 2  # R - 1
+    shift = (wpad.shape[0] - n_centres) // 2  # R
     j_last = phi.shape[1] - 2.0
+    q = math.exp(-a)
+    adam_scale = 0.0
     if learn:
         count[0] += 1.0
-    c1 = 1.0 - b1 ** count[0]
-    c2 = 1.0 - b2 ** count[0]
+        adam_scale = math.sqrt(1.0 - b2 ** count[0]) / (1.0 - b1 ** count[0])
     for g in range(bounds.shape[0] - 1):
         g_lo = bounds[g]
         g_hi = bounds[g + 1]
         if g_hi == g_lo:
             continue
         if learn:
-            j_lo, j_hi = _node_range(key_prev, g_lo, g_hi, clip, inv_step, j_last)
-            _deposit_group(key, key_prev, g_lo, g_hi, clip, inv_step, j_last, acc, js, hw)
             dpad[:] = 0.0
-            _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, eta, deta, dpad)  # eta, deta: scratch here
+            if full_window:
+                _deposit_full(key, key_prev, g_lo, g_hi, clip, inv_step, a, q, normalized, wpad,
+                              dpad)
+            else:
+                j_lo, j_hi = _node_range(key_prev, g_lo, g_hi, clip, inv_step, j_last)
+                _deposit_group(key, key_prev, g_lo, g_hi, clip, inv_step, j_last, acc, js, hw)
+                _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, eta, deta, dpad)  # eta: scratch
             inv_d = 1.0 / (g_hi - g_lo)
             for k in range(n_centres):
                 d = dpad[k + shift] * inv_d
                 if meta_kind == META_ADAM:
                     w_m[g, k] = b1 * w_m[g, k] + (1.0 - b1) * d
                     w_v[g, k] = b2 * w_v[g, k] + (1.0 - b2) * d * d
-                    d = (w_m[g, k] / c1) / (math.sqrt(w_v[g, k] / c2) + eps)
+                    # eps on the uncorrected sqrt(v), as the authors' Adam (ALGORITHM.md §7)
+                    d = adam_scale * w_m[g, k] / (math.sqrt(w_v[g, k]) + eps)
                 w[g, k] = min(w_hi, max(w_lo, w[g, k] + beta * d))
-        for k in range(n_centres):
-            wpad[k + shift] = w[g, k]
-        j_lo, j_hi = _node_range(key, g_lo, g_hi, clip, inv_step, j_last)
-        _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab)
-        eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip, inv_step, j_last, tab,
-                                 w_lo, w_hi, js, hw, out)
+        if full_window:
+            eta_sum = _predict_full(key, u, key_prev, g_lo, g_hi, clip, inv_step, a, q, w[g],
+                                    w_lo, w_hi, wpad)
+        else:
+            for k in range(n_centres):
+                wpad[k + shift] = w[g, k]
+            j_lo, j_hi = _node_range(key, g_lo, g_hi, clip, inv_step, j_last)
+            _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab)
+            eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip, inv_step, j_last,
+                                     tab, w_lo, w_hi, js, hw, out)
         eta_mean[g] = eta_sum / (g_hi - g_lo)

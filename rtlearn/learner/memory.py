@@ -30,6 +30,8 @@ class MemoryConfig:
     tables get the fewest nodes per spacing G whose interpolation error is at most
     max(truncation, 1e-11).
     `error_bound` then bounds |eta_fast - eta_exact| / ptp(w) over every key (see node_tables).
+    `full_window` evaluates every centre exactly instead (O(K) per coordinate, the authors'
+    code; error_bound 0): for small problems and fidelity checks, not the 1 kHz networks.
     """
 
     lr0: float = 1e-3            # eta_0: every local rate starts here
@@ -45,12 +47,14 @@ class MemoryConfig:
     rate_min: float = 1e-9
     rate_max: float = 1.0
     truncation: float = 1e-7
+    full_window: bool = False
 
     @classmethod
     def authors(cls, **overrides) -> "MemoryConfig":
-        """The authors' released defaults (docs/algorithm.md section 7), exactly."""
+        """The authors' released defaults (docs/algorithm.md section 7), exactly: every
+        centre updated and predicted from (full_window)."""
         base = cls(lr0=1e-3, n_centres=100, clip=10.0, width_ratio=0.5, normalized_signal=False,
-                   meta="adam", beta=1e-3, rate_min=1e-9, rate_max=1.0)
+                   meta="adam", beta=1e-3, rate_min=1e-9, rate_max=1.0, full_window=True)
         return replace(base, **overrides)
 
     def validate(self) -> None:
@@ -84,14 +88,16 @@ class MemoryConfig:
     @property
     def error_bound(self) -> float:
         """E: |eta_fast(x) - eta_exact(x)| <= E * ptp(w) / 2 for every key x."""
-        return node_tables(self).error_bound
+        return 0.0 if self.full_window else node_tables(self).error_bound
 
 
 @dataclass(frozen=True)
 class NodeTables:
     """What rtlearn.kernels.memory interpolates: values and (node-step) derivatives of the
     rate weights phi_k = psi_k / sum psi and of the signal weights (psi_k, or phi_k when
-    normalized) of the 2R window centres at N = (K - 1) G + 1 nodes, shape (2R, N)."""
+    normalized) of the window centres at N = (K - 1) G + 1 nodes, shape (2R + 1, N): node j
+    in cell c = j // G sees centres c - R + n, n = 1..2R (the cell's window), and n = 0 too
+    when it sits on centre c (j = c G), so its window c - R .. c + R is symmetric."""
 
     per_cell: int
     phi: np.ndarray
@@ -106,9 +112,11 @@ def _window_tables(cfg: MemoryConfig, per_cell: int):
     """Exact (truncated-window) weights and d/dt at the nodes, t in node steps."""
     n_c, radius, a = cfg.n_centres, cfg.radius, cfg.a
     j = np.arange((n_c - 1) * per_cell + 1)
-    k = (j // per_cell)[None, :] + (1 - radius) + np.arange(2 * radius)[:, None]
+    n = np.arange(2 * radius + 1)[:, None]
+    k = (j // per_cell)[None, :] - radius + n
     d = j[None, :] / per_cell - k
-    psi = np.where((k >= 0) & (k < n_c), np.exp(-0.5 * a * d * d), 0.0)
+    inwin = (k >= 0) & (k < n_c) & ((n > 0) | (j % per_cell == 0)[None, :])
+    psi = np.where(inwin, np.exp(-0.5 * a * d * d), 0.0)
     dpsi = -a * d * psi
     total, dtotal = psi.sum(axis=0), dpsi.sum(axis=0)
     phi = psi / total
@@ -206,11 +214,15 @@ def predict_rates(config: MemoryConfig, w: np.ndarray, x: np.ndarray) -> np.ndar
 def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
     """Rate rule: u <- eta(key) * u, the memory learning online (eqs. M1-M5)."""
     config.validate()
-    nodes = node_tables(config)
-    radius = config.radius
+    if config.full_window:  # no tables: the kernel's exact path uses dpad (K) only
+        nodes = NodeTables(1, *([np.zeros((1, 2))] * 4), 0.0, 0.0)
+        n_pad = config.n_centres
+        inv_step = 1.0 / config.spacing
+    else:
+        nodes = node_tables(config)
+        n_pad = config.n_centres + 2 * config.radius
+        inv_step = nodes.per_cell / config.spacing
     n_nodes = nodes.phi.shape[1]
-    n_pad = config.n_centres + 2 * radius - 1
-    inv_step = nodes.per_cell / config.spacing
     meta_kind = K.META_ADAM if config.meta == "adam" else K.META_GD
 
     def init(n_params: int, bounds: np.ndarray) -> dict:
@@ -243,7 +255,8 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
                       config.b2, config.eps, config.rate_min, config.rate_max,
                       state["learn"][0] > 0, state["js"], state["hw"], state["out"],
                       state["acc"], state["wpad"], state["dpad"], state["eta_nodes"],
-                      state["deta_nodes"], state["tab"], state["eta_mean"])
+                      state["deta_nodes"], state["tab"], state["eta_mean"], config.full_window,
+                      config.a, config.normalized_signal)
 
     return Transform("memory", init, update, shared=("w", "w_m", "w_v", "count"), carry=("w",),
                      history=("key_prev",),
