@@ -130,3 +130,55 @@ def test_bad_config_is_rejected_with_the_field_named():
         LearnerConfig(memory=MemoryConfig(n_centres=1))
     with pytest.raises(ValueError, match="unknown learner config keys"):
         LearnerConfig.from_dict({"hiden": (3,)})
+
+
+def test_context_scope_restores_output_layers_and_target_normaliser_only():
+    cfg = LearnerConfig(**{**CFG.to_dict(), "optimizer": "adam"})  # per-parameter moments too
+    learner = OnlineLearner(cfg)
+    stream = list(_batches(40))
+    for X, Y in stream[:20]:
+        learner.learn_many(X, Y)
+    model_a = learner.network_state()
+    for X, Y in stream[20:]:
+        learner.learn_many(X, 3.0 * Y - 7.0)  # another "payload": other targets
+    live = learner.network_state()
+    learner.set_network_state(model_a, scope="context")
+    now = learner.network_state()
+    theta, P = now["theta"], learner.net.n_params
+    head = cfg.hidden[-1] + 1                      # each joint's last W row and bias
+    np.testing.assert_array_equal(theta[:, P - head:], model_a["theta"][:, P - head:])
+    np.testing.assert_array_equal(theta[:, :P - head], live["theta"][:, :P - head])
+    for k in ("x_count", "x_mean", "x_m2", "x_scale"):
+        np.testing.assert_array_equal(now[f"norm.{k}"], live[f"norm.{k}"])
+    for k in ("y_count", "y_mean", "y_m2", "y_scale"):
+        np.testing.assert_array_equal(now[f"norm.{k}"], model_a[f"norm.{k}"])
+    m = next(k for k in now if k.endswith("adam.m"))
+    np.testing.assert_array_equal(now[m].reshape(3, P)[:, P - head:],
+                                  model_a[m].reshape(3, P)[:, P - head:])
+    np.testing.assert_array_equal(now[m].reshape(3, P)[:, :P - head],
+                                  live[m].reshape(3, P)[:, :P - head])
+    # batch_loss(X, Y, d) scores d's context part on the live model without changing it
+    X, Y = stream[0]
+    assert learner.batch_loss(X, Y, live) == pytest.approx(
+        np.mean((_predict_with(cfg, live, X) - Y) ** 2), rel=1e-12)
+    assert learner.network_state()["theta"].tobytes() == now["theta"].tobytes()
+
+
+def _predict_with(cfg, model, X):
+    other = OnlineLearner(cfg)
+    other.set_network_state(model)
+    return other.predict_many(X)
+
+
+def test_a_version_1_state_with_one_count_array_still_loads(tmp_path):
+    learner = OnlineLearner(CFG)
+    for X, Y in _batches(5):
+        learner.learn_many(X, Y)
+    model = learner.network_state()
+    old = {k: v for k, v in model.items() if k not in ("norm.x_count", "norm.y_count")}
+    old["norm.count"] = np.array([model["norm.x_count"][0], model["norm.y_count"][0]])
+    fresh = OnlineLearner(CFG)
+    fresh.set_network_state(old)
+    for k, v in model.items():
+        if k == "theta" or k.startswith("norm."):  # (the optimiser's history is reset)
+            np.testing.assert_array_equal(fresh.network_state()[k], v)

@@ -63,14 +63,23 @@ def features(s) -> np.ndarray:
     return np.concatenate([s.q, s.qd, s.qdd])
 
 
-def model_prediction(snapshot_path, context: str, state) -> np.ndarray:
-    """What context `context` of a snapshot predicts for `state`, computed by the learner
-    itself from the file (independent of the daemon's serving path)."""
+def context_model(snapshot_path, context: str) -> tuple[dict, dict]:
     meta, arrays = snapshots.read(snapshot_path)
-    learner = OnlineLearner(LearnerConfig.from_dict(meta["learner"]))
     i = meta["contexts"].index(context)
-    learner.set_network_state({k[len(f"ctx{i}."):]: v for k, v in arrays.items()
-                               if k.startswith(f"ctx{i}.")})
+    return meta, {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
+
+
+def model_prediction(snapshot_path, context: str, state, restored_onto=None) -> np.ndarray:
+    """What context `context` of a snapshot predicts for `state`, computed by the learner
+    itself from the file (independent of the daemon's serving path). restored_onto:
+    (snapshot, context) of the live model a restore puts that context's part onto."""
+    meta, model = context_model(snapshot_path, context)
+    learner = OnlineLearner(LearnerConfig.from_dict(meta["learner"]))
+    if restored_onto is None:
+        learner.set_network_state(model)
+    else:
+        learner.set_network_state(context_model(*restored_onto)[1])
+        learner.set_network_state(model, scope="context")
     return learner.predict_one(features(state)).copy()
 
 
@@ -126,12 +135,17 @@ def test_context_switch_restores_the_right_model(daemon):
         seq += 1
         send_all(c, [synthetic_state(k, payload=4.0, context="b") for k in range(seq, seq + 1999)])
         seq += 1999
-        # back to "a": its own model comes back, untouched by what "b" learned
+        wait_learned(daemon, base["learning"]["samples"] + 4000)
+        daemon.request("save", path="after_b.rtsnap")
+        # back to "a": its own output layer and target normaliser come back, untouched by
+        # what "b" learned, onto the hidden layers that went on learning during "b"
         back = synthetic_state(seq, payload=0.0, context="a")
         back.q, back.qd, back.qdd = probe_a.q, probe_a.qd, probe_a.qdd
         (pa,) = send_all(c, [back])
-    np.testing.assert_allclose(pa.tau, expected_a, rtol=1e-9, atol=1e-9)
-    assert np.abs(pb.tau - pa.tau).max() < 1e-9
+    after_b = daemon.snapshot_dir / "after_b.rtsnap"
+    expected_back = model_prediction(snap, "a", probe_a, restored_onto=(after_b, "b"))
+    np.testing.assert_allclose(pa.tau, expected_back, rtol=1e-9, atol=1e-9)
+    assert np.abs(expected_back - model_prediction(after_b, "b", probe_a)).max() > 1e-3
     # counters move when the learning process has carried the switches out
     st = wait_status(daemon, lambda st: st["contexts"]["switches"] - base["contexts"]["switches"] >= 3)
     assert st["context"] == "a"
@@ -330,7 +344,7 @@ def test_after_resume_and_load_a_parked_context_is_served_at_its_first_packet(tm
                      + [synthetic_state(k, payload=4.0, context="b") for k in range(500, 1000)])
         wait_learned(d, 1000)
     snap = d.snapshot_dir / "latest.rtsnap"  # written at the stop: "b" active, "a" parked
-    expected_a = model_prediction(snap, "a", probe)
+    expected_a = model_prediction(snap, "a", probe, restored_onto=(snap, "b"))
     assert np.abs(expected_a - model_prediction(snap, "b", probe)).max() > 1e-3
     with DaemonProcess(tmp_path, SMALL, resume=True) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:

@@ -4,7 +4,8 @@ import sys
 
 from .output import write_json
 
-HELP = "reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id)"
+HELP = ("reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id) and "
+        "measure payload swaps (payload-swap)")
 
 
 def add_arguments(p):
@@ -19,7 +20,13 @@ def add_arguments(p):
                    help="worker processes (default min(trials, cpu count))")
     p.add_argument("--methods", help="online-lift: comma-separated methods (GD, MetaGD, Adam, "
                    "SGD-HD, Adam-HD, MetaGDMemAdam, 'GD residual', 'MetaGD residual') or "
-                   "'all'; default GD,MetaGD")
+                   "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD "
+                   "(default all; GD always runs its rate grid)")
+    p.add_argument("--robot", default=None, help="payload-swap: robot name or TOML file "
+                   "(default kuka_iiwa)")
+    p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
+    p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
+                   "of the compared methods (default the daemon's, 0.001)")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
                    "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
@@ -41,14 +48,56 @@ def to_jsonable(x):
     return x
 
 
+def _payload_swap_options(args) -> dict:
+    """Checked before any worker starts: a bad option fails at once with a clear message."""
+    from rtlearn.experiments import payload_swap as ps
+    from rtlearn.sources.robot import load_robot
+    options = {}
+    if args.robot:
+        spec = load_robot(args.robot)  # RobotSpecError names the file and the field
+        if len(spec.payloads) < 3:
+            raise ValueError(f"{spec.file}: payload-swap needs at least 3 payloads")
+        options["robot"] = str(spec.file)
+    if args.task:
+        if args.task not in ps.TASKS:
+            raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(ps.TASKS)}")
+        options["task"] = args.task
+    if args.rates:
+        try:
+            rates = tuple(float(r) for r in args.rates.split(","))
+        except ValueError:
+            raise ValueError(f"--rates: expected comma-separated numbers, got {args.rates!r}")
+        if not all(0 < r < 1 for r in rates):
+            raise ValueError("--rates: every base rate must be in (0, 1)")
+        options["rates"] = rates
+    if args.methods:
+        names = tuple(m.strip() for m in args.methods.split(","))
+        unknown = [m for m in names if m not in ps.METHODS]
+        if unknown:
+            raise ValueError(f"unknown payload-swap method(s) {', '.join(map(repr, unknown))};"
+                             f" choose from {', '.join(ps.METHODS)}")
+        options["methods"] = tuple(dict.fromkeys(("MetaGD", "GD") + names))
+    return options
+
+
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
-    if args.methods and args.name != "online-lift":
-        print("--methods applies to online-lift only", file=sys.stderr)
-        return 2
-    if args.mnist and args.name != "digits":
-        print("--mnist applies to digits only", file=sys.stderr)
-        return 2
+    own = {"online-lift": ("methods",), "digits": ("mnist",),
+           "payload-swap": ("methods", "robot", "task", "rates")}
+    for opt in ("methods", "mnist", "robot", "task", "rates"):
+        if getattr(args, opt) and opt not in own.get(args.name, ()):
+            where = " and ".join(k for k, v in own.items() if opt in v)
+            print(f"--{opt} applies to {where} only", file=sys.stderr)
+            return 2
+    if args.name == "payload-swap":
+        from rtlearn.sources.base import SourceError
+        try:
+            options = _payload_swap_options(args)
+        except (ValueError, SourceError) as e:
+            print(f"rtlearn experiment payload-swap: {e}", file=sys.stderr)
+            return 2
+        return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
+                                            args.workers, args.plots, options=options))
     options = {"methods": args.methods} if args.methods else {}
     if args.methods:
         from rtlearn.experiments.online_lift import method_names
@@ -66,8 +115,11 @@ def run(args) -> int:
             print(f"rtlearn experiment digits: {e}", file=sys.stderr)
             return 2
         options["mnist"] = args.mnist
-    result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
-                            args.plots, options=options)
+    return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
+                                        args.workers, args.plots, options=options))
+
+
+def _finish(args, result) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout  # with --json - the JSON owns stdout
     print(result["table"], file=out)
     for p in result.get("plots", []):

@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "online-lift": "paper Table I: online inverse dynamics, lift none -> light -> heavy",
     "digits": "paper sequential binary MNIST on sklearn 8x8 digits: 0v1, 2v3, 4v5",
     "batch-id": "paper batch inverse dynamics: rectangle-h then rectangle-v, full batch",
+    "payload-swap": "long runs with live payload swaps in the daemon's default configuration",
 }
 
 

@@ -14,7 +14,7 @@ from .optim import OPTIMIZERS, make_optimizer
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-learner"
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: the normaliser counts split into norm.x_count / norm.y_count
 
 
 @dataclass(frozen=True)
@@ -187,16 +187,56 @@ class OnlineLearner:
         d.update({f"opt.{k}": v for k, v in self.optimizer.network_state(self.opt_state).items()})
         return {k: np.array(v, copy=True) for k, v in d.items()}
 
-    def set_network_state(self, d: dict) -> None:
-        """Load one model; the memories are untouched, their per-step history is reset."""
+    def set_network_state(self, d: dict, scope: str = "all") -> None:
+        """Load one model (a network_state); the memories are untouched, their per-step
+        history is reset.
+
+        scope="context" loads only what a payload context owns: every joint's output layer
+        (weights, bias and their base-optimiser state) and the target normaliser. The hidden
+        layers and the input normaliser stay live: they describe the arm, which no payload
+        changes, and have learned from every payload since (docs/service.md, "Contexts").
+        """
+        if scope not in ("all", "context"):
+            raise ValueError(f"unknown scope {scope!r}")
+        d = _upgrade_v1(d)
         self._check_shape("theta", d["theta"], self.net.theta)
-        np.copyto(self.net.theta, d["theta"])
         for k, v in self.norm.arrays().items():
             self._check_shape(f"norm.{k}", d[f"norm.{k}"], v)
-            np.copyto(v, d[f"norm.{k}"])
-        self.optimizer.load(self.opt_state, {k[4:]: v for k, v in d.items() if k.startswith("opt.")},
-                            reset_history=True)
+        opt = {k[4:]: v for k, v in d.items() if k.startswith("opt.")}
+        if scope == "all":
+            np.copyto(self.net.theta, d["theta"])
+            for k, v in self.norm.arrays().items():
+                np.copyto(v, d[f"norm.{k}"])
+            self.optimizer.load(self.opt_state, opt, reset_history=True)
+        else:
+            idx = self.net.head
+            self.net.theta.reshape(-1)[idx] = np.asarray(d["theta"]).reshape(-1)[idx]
+            for k, v in self.norm.arrays().items():
+                if k not in Normalizer.INPUT_KEYS:
+                    np.copyto(v, d[f"norm.{k}"])
+            for k, v in self.optimizer.network_state(self.opt_state).items():
+                if k in opt and v.size == self.net.theta.size:  # per-parameter arrays
+                    self._check_shape(f"opt.{k}", opt[k], v)
+                    v.reshape(-1)[idx] = np.asarray(opt[k]).reshape(-1)[idx]
+            self.optimizer.load(self.opt_state, {}, reset_history=True)
         self._fill = 0
+
+    def batch_loss(self, X: np.ndarray, Y: np.ndarray, d: dict | None = None) -> float:
+        """Mean MSE over joints of a batch, predicted by the live model or, with `d`, by the
+        live model with d's context part (scope="context") in place; changes nothing."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.zeros((X.shape[0], self.config.n_joints))
+        if d is None:
+            self.net.predict_into(X, self.norm, out)
+        else:
+            d = _upgrade_v1(d)
+            theta = self.net.theta.copy()
+            idx = self.net.head
+            theta.reshape(-1)[idx] = np.asarray(d["theta"]).reshape(-1)[idx]
+            model = ModelCopy(theta, self.norm.x_mean, self.norm.x_scale,
+                              np.asarray(d["norm.y_mean"]), np.asarray(d["norm.y_scale"]))
+            self.net.predict_into(X, model, out, theta)
+        return float(np.mean((out - Y) ** 2))
 
     def memory_state(self) -> dict[str, np.ndarray]:
         """The learned rate state (memories, hypergradient rates): a copy."""
@@ -225,7 +265,7 @@ class OnlineLearner:
 
     @classmethod
     def load(cls, path) -> "OnlineLearner":
-        meta, arrays = load_state(path, STATE_KIND, (STATE_VERSION,))
+        meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
         learner = cls(LearnerConfig.from_dict(meta["config"]))
         learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
         learner.optimizer.load(learner.opt_state,
@@ -233,6 +273,16 @@ class OnlineLearner:
                                reset_history=False)
         learner.n_steps, learner.n_samples = (int(v) for v in arrays["counters"])
         return learner
+
+
+def _upgrade_v1(d: dict) -> dict:
+    """A version-1 model kept both normaliser counts in one array, norm.count."""
+    if "norm.count" not in d:
+        return d
+    d = dict(d)
+    count = np.asarray(d.pop("norm.count"), dtype=np.float64)
+    d["norm.x_count"], d["norm.y_count"] = count[:1].copy(), count[1:2].copy()
+    return d
 
 
 def _jsonable(d):

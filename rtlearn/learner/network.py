@@ -29,6 +29,11 @@ class MLPStack:
         self.theta = np.zeros((n_joints, self.n_params))
         self.grad = np.zeros_like(self.theta)
         self.bounds = self._group_bounds()
+        # Flat indices of every joint's output layer (W and b): what a payload context owns.
+        head = int(self.dims[-2]) + 1
+        self.head = np.concatenate([np.arange((j + 1) * self.n_params - head,
+                                              (j + 1) * self.n_params)
+                                    for j in range(n_joints)]).astype(np.int64)
         width = int(self.dims.sum())
         self.acts = np.zeros((batch_size, width))
         self.deltas = np.zeros((batch_size, width))
@@ -88,7 +93,7 @@ class Normalizer:
         if mode not in self.MODES:
             raise ValueError(f"unknown normalize mode {mode!r}; choose from {', '.join(self.MODES)}")
         self.mode = mode
-        self.count = np.zeros(2)  # samples seen by the input and target statistics
+        self.x_count, self.y_count = np.zeros(1), np.zeros(1)  # samples seen by each side
         self.x_mean, self.x_m2 = np.zeros(n_inputs), np.zeros(n_inputs)
         self.y_mean, self.y_m2 = np.zeros(n_outputs), np.zeros(n_outputs)
         self.x_scale = np.ones(n_inputs)   # 1 / std
@@ -97,14 +102,18 @@ class Normalizer:
     def observe(self, X, Y) -> None:
         if self.mode == "none":
             return
-        self.count[0] = K.running_moments(X, self.count[0], self.x_mean, self.x_m2)
+        self.x_count[0] = K.running_moments(X, self.x_count[0], self.x_mean, self.x_m2)
         # Standard deviations below the floor (constant inputs) are not amplified.
-        np.divide(1.0, np.sqrt(np.maximum(self.x_m2 / self.count[0], 1e-6)), out=self.x_scale)
+        np.divide(1.0, np.sqrt(np.maximum(self.x_m2 / self.x_count[0], 1e-6)), out=self.x_scale)
         if self.mode == "both":
-            self.count[1] = K.running_moments(Y, self.count[1], self.y_mean, self.y_m2)
-            np.sqrt(np.maximum(self.y_m2 / self.count[1], 1e-6), out=self.y_scale)
+            self.y_count[0] = K.running_moments(Y, self.y_count[0], self.y_mean, self.y_m2)
+            np.sqrt(np.maximum(self.y_m2 / self.y_count[0], 1e-6), out=self.y_scale)
+
+    INPUT_KEYS = ("x_count", "x_mean", "x_m2", "x_scale")
 
     def arrays(self) -> dict:
-        return {"count": self.count, "x_mean": self.x_mean, "x_m2": self.x_m2,
-                "x_scale": self.x_scale, "y_mean": self.y_mean, "y_m2": self.y_m2,
-                "y_scale": self.y_scale}
+        """Input statistics (INPUT_KEYS: the robot's state space, the same for every payload)
+        and target statistics (the torques, which a payload changes)."""
+        return {"x_count": self.x_count, "x_mean": self.x_mean, "x_m2": self.x_m2,
+                "x_scale": self.x_scale, "y_count": self.y_count, "y_mean": self.y_mean,
+                "y_m2": self.y_m2, "y_scale": self.y_scale}

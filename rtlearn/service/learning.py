@@ -125,9 +125,19 @@ class ServingModel:
         """Serving side of a context switch (the learning process does its part in order)."""
         parked = self.current if self.interim is None else self.interim
         self.frozen[self.context] = parked
-        self.interim = self.frozen.get(name, parked)
+        stored = self.frozen.get(name)
+        self.interim = parked if stored is None else self._restored(parked, stored)
         self.current, self._staging = self._blank(), self._blank()
         self.context, self.epoch, self._version = name, epoch, -1
+
+    def _restored(self, live: ModelCopy, stored: ModelCopy) -> ModelCopy:
+        """What the learner makes of a restore (ContextBank.switch): the live hidden layers
+        and input normaliser with the stored context's output layer and target normaliser."""
+        head = self._predictor.net.head
+        theta = live.theta.copy()
+        theta.reshape(-1)[head] = stored.theta.reshape(-1)[head]
+        return ModelCopy(theta, live.x_mean.copy(), live.x_scale.copy(), stored.y_mean.copy(),
+                         stored.y_scale.copy())
 
     def replace(self, context: str, epoch: int, parked: dict[str, ModelCopy]) -> None:
         """After a reset or load: the new bank's parked models become the frozen ones."""
@@ -258,6 +268,7 @@ class LearningProcess:
         X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
         err = P - Y
         sq = np.einsum("ij,ij->j", err, err)
+        self.bank.settle(self.learner, X, Y)
         loss = self.learner.learn_many(X, Y)
         mean = float(loss.mean())
         ref = float(self.stats.learn_loss.mean())

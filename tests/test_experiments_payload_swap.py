@@ -1,0 +1,64 @@
+"""payload-swap: the windows, the swap schedule, the command line on another arm."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rtlearn.experiments import payload_swap as ps
+
+
+def test_payload_sequence_starts_empty_handed_never_repeats_and_returns():
+    seq = ps.payload_sequence(["none", "light", "heavy"], 20, np.random.default_rng(3))
+    assert seq[0] == "none" and len(seq) == 20
+    assert all(a != b for a, b in zip(seq, seq[1:]))
+    assert set(seq) == {"none", "light", "heavy"}
+
+
+def test_changes_and_restores_from_the_labels():
+    ctx = np.repeat([0, 1, 2, 1, 0], 100)   # 10 batches each
+    changes, restores = ps.changes_of(ctx)
+    assert changes == [10, 20, 30, 40] and restores == [30, 40]
+
+
+def test_windows_against_a_plain_computation():
+    loss = np.arange(1.0, 1001.0)
+    w = ps.windows(loss, [100, 600])
+    assert w["early"] == pytest.approx(np.mean(loss[1:50]))
+    assert w["after_change_100ms"] == pytest.approx((loss[100:110].mean() + loss[600:610].mean()) / 2)
+    assert w["after_change_500ms"] == pytest.approx((loss[100:150].mean() + loss[600:650].mean()) / 2)
+    assert w["steady"] == pytest.approx(loss[800:].mean()) and w["whole"] == pytest.approx(500.5)
+    assert ps.windows(loss, [])["after_change_100ms"] is None
+    assert ps.diverged({"a": 1e9}) and ps.diverged({"a": float("nan")})
+    assert not ps.diverged({"a": 1.0, "b": None})
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_panda_with_sines_reports_every_summary_key(tmp_path):
+    out = tmp_path / "ps.json"
+    r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "payload-swap",
+                        "--quick", "--trials", "1", "--robot", "franka_panda", "--task", "sines",
+                        "--methods", "GD,MetaGD", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(out.read_text())["summary"]
+    assert set(s["ratio_metagd_gd"]) == set(ps.WINDOWS)
+    for key in ("whole_vs_best_gd", "bank_restore_vs_continue", "diverged"):
+        assert key in s
+    assert s["diverged"] == 0 and s["robot"].endswith("franka_panda.toml")
+    assert all(v is not None and v > 0 for v in s["ratio_metagd_gd"].values())
+
+
+def test_bad_options_fail_before_any_worker_with_a_clear_message():
+    for args, text in ((["--task", "dance"], "unknown task"),
+                       (["--rates", "0.1,x"], "comma-separated numbers"),
+                       (["--methods", "GD,Magic"], "unknown payload-swap method"),
+                       (["--robot", "/nonexistent/arm.toml"], "arm.toml")):
+        r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "payload-swap",
+                            *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "digits", "--task",
+                        "lift"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "payload-swap only" in r.stderr
