@@ -60,7 +60,8 @@ class Hypergradient:
 
 
 class Memory:
-    """Memory of learning rates for one parameter group, every centre evaluated."""
+    """Memory of learning rates for one parameter group, every centre evaluated; meta "gd",
+    "adam" or "log" (w <- w exp(beta Delta)); lo, hi: absolute bounds of the rates."""
 
     def __init__(self, n, K=100, C=10.0, width_ratio=0.5, lr0=1e-3, beta=1e-3, meta="adam",
                  normalized=False, lo=1e-9, hi=1.0):
@@ -93,7 +94,10 @@ class Memory:
             # the authors' (torch) form: eps on the uncorrected sqrt(v)
             scale = np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
             delta = scale * self.m / (np.sqrt(self.v) + 1e-8)
-        self.w = np.clip(self.w + self.beta * delta, self.lo, self.hi)
+        if self.meta == "log":
+            self.w = np.clip(self.w * np.exp(self.beta * delta), self.lo, self.hi)
+        else:
+            self.w = np.clip(self.w + self.beta * delta, self.lo, self.hi)
         self.prev = x
         return self.rates(x) * u
 
@@ -149,3 +153,18 @@ def authors_memory_descent(grad, theta0, steps, groups, meta="adam", K=100, C=10
         thetas.append(theta)
         rates.append(eta)
     return np.array(thetas), np.array(rates), np.array(w)
+
+
+class ScaleKey:
+    """Eq. O5 for one group: the key over the bias-corrected running RMS of the keys of the
+    steps before (the first step: its own RMS)."""
+
+    def __init__(self, decay):
+        self.decay, self.ms, self.t = decay, 0.0, 0
+
+    def __call__(self, key):
+        sq = float(np.mean(key ** 2))
+        prev = sq if self.t == 0 else self.ms / (1 - self.decay ** self.t)
+        self.ms = self.decay * self.ms + (1 - self.decay) * sq
+        self.t += 1
+        return key / np.sqrt(max(prev, 1e-30))

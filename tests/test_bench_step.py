@@ -4,18 +4,21 @@ with like), and the bench command's JSON has the documented keys."""
 import json
 
 import numpy as np
+import pytest
 
 from rtlearn.benchmarks.step import numpy_step
 from rtlearn.cli import main
 from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
 
 SMALL = LearnerConfig(n_joints=3, n_inputs=5, hidden=(8, 4), optimizer="metagd", lr=0.01,
-                      batch_size=10, normalize="none", memory=MemoryConfig(n_centres=20, beta=0.05))
+                      batch_size=10, normalize="none", memory=MemoryConfig())
+PAPER = LearnerConfig(**{**SMALL.to_dict(), "memory": MemoryConfig.paper(n_centres=20, beta=0.05)})
 
 
-def test_numpy_twin_matches_the_kernels_step_for_step():
+@pytest.mark.parametrize("cfg", [SMALL, PAPER], ids=["default", "paper"])
+def test_numpy_twin_matches_the_kernels_step_for_step(cfg):
     rng = np.random.default_rng(0)
-    learner, twin_learner = OnlineLearner(SMALL), OnlineLearner(SMALL)
+    learner, twin_learner = OnlineLearner(cfg), OnlineLearner(cfg)
     twin = numpy_step(twin_learner)
     for _ in range(15):
         X, Y = rng.normal(size=(10, 5)), rng.normal(scale=5.0, size=(10, 3))
@@ -24,9 +27,9 @@ def test_numpy_twin_matches_the_kernels_step_for_step():
     flat = np.concatenate([t[j].ravel() for j in range(3) for t in twin.params])
     # The twin evaluates the window's kernels directly; the kernels go through node tables,
     # so every rate differs by up to E ptp(w) / 2 (E ~ 1e-7): updates agree to ~1e-7.
-    assert SMALL.memory.error_bound < 2e-7
+    assert cfg.memory.error_bound < 2e-7
     np.testing.assert_allclose(learner.net.theta.ravel(), flat, rtol=1e-6, atol=1e-8)
-    assert not np.allclose(learner.net.theta, OnlineLearner(SMALL).net.theta)
+    assert not np.allclose(learner.net.theta, OnlineLearner(cfg).net.theta)
 
 
 def test_bench_step_json_has_the_documented_keys(tmp_path, capsys):

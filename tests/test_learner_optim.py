@@ -1,11 +1,13 @@
 """Optimizer transforms against the plain-numpy references in tests/naive.py."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 import naive
 from rtlearn.learner import MemoryConfig, adam, chain, clip, constant, hypergradient, memory
-from rtlearn.learner.optim import make_optimizer, OPTIMIZERS
+from rtlearn.learner.optim import OPTIMIZERS, make_optimizer
 
 
 def _run(opt, grads, theta0, bounds=None):
@@ -51,7 +53,7 @@ def test_hypergradient_matches_baydin_reference(with_adam):
 
 @pytest.mark.parametrize("full", [False, True])
 @pytest.mark.parametrize("meta,normalized", [("gd", False), ("adam", False), ("gd", True),
-                                             ("adam", True)])
+                                             ("adam", True), ("log", False)])
 def test_memory_matches_full_reference_over_many_steps(meta, normalized, full):
     """Truncated kernels (and the exact full-window path) vs every centre, per group,
     learning and predicting (eqs. M1-M5). The truncated ones are limited by the tables'
@@ -60,13 +62,18 @@ def test_memory_matches_full_reference_over_many_steps(meta, normalized, full):
     n, steps = 40, 60
     grads = np.cumsum(rng.normal(size=(steps, n)), axis=0) * 0.7  # correlated: memory moves
     bounds = np.array([0, 15, 40])
-    beta = 0.05 if meta == "gd" else 0.002
+    beta = {"gd": 0.05, "adam": 0.002, "log": 2.0}[meta]
+    # "log" with bounds relative to lr0 (the defaults' kind), the others absolute
+    rate_min, rate_max = (0.2, 8.0) if meta == "log" else (1e-9, 1.0)
     cfg = MemoryConfig(lr0=0.01, n_centres=30, clip=5.0, width_ratio=0.8, beta=beta, meta=meta,
-                       normalized_signal=normalized, truncation=1e-14, full_window=full)
+                       normalized_signal=normalized, truncation=1e-14, full_window=full,
+                       key="raw", relative=meta == "log", rate_min=rate_min, rate_max=rate_max)
     rtol, atol = (1e-11, 1e-12) if full else (1e-9, 1e-10)  # |theta| up to ~10
     path, state = _run(chain(clip(5.0), memory(cfg)), grads, np.zeros(n), bounds)
+    lo_hi = cfg.rate_bounds()
     refs = [naive.Memory(hi - lo, K=30, C=5.0, width_ratio=0.8, lr0=0.01, beta=beta, meta=meta,
-                         normalized=normalized) for lo, hi in zip(bounds[:-1], bounds[1:])]
+                         normalized=normalized, lo=lo_hi[0], hi=lo_hi[1])
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
     theta = np.zeros(n)
     for t, g in enumerate(grads):
         gc = np.clip(g, -5, 5)
@@ -86,7 +93,7 @@ def test_fast_prediction_within_its_stated_bound():
     S >= exp(-a/8) the kept mass."""
     # (0.5, 1e-7) is the default: R = 3
     for width_ratio, tol in [(0.5, 1e-7), (0.5, 1e-8), (1.0, 1e-8), (1.0, 1e-3), (0.3, 1e-9)]:
-        cfg = MemoryConfig(n_centres=50, clip=10.0, width_ratio=width_ratio, truncation=tol)
+        cfg = MemoryConfig.paper(width_ratio=width_ratio, truncation=tol)
         a, R = cfg.a, cfg.radius
         skipped = 2 * np.exp(-a * R * R / 2) / (1 - np.exp(-a * (2 * R + 1) / 2)) / np.exp(-a / 8)
         assert cfg.error_bound <= 2 * skipped + max(tol, 1e-11)
@@ -114,7 +121,7 @@ def test_default_window_learns_like_the_full_reference():
     n, steps = 300, 40
     grads = np.cumsum(rng.normal(size=(steps, n)), axis=0) * 0.5
     bounds = np.array([0, 100, 300])
-    cfg = MemoryConfig(lr0=0.01, n_centres=50, beta=0.05)
+    cfg = MemoryConfig.paper(lr0=0.01, beta=0.05)
     assert cfg.radius == 3
     path, state = _run(chain(clip(10.0), memory(cfg)), grads, np.zeros(n), bounds)
     refs = [naive.Memory(hi - lo, K=50, C=10.0, width_ratio=0.5, lr0=0.01, beta=0.05, meta="gd")
@@ -135,7 +142,7 @@ def _quadratic_rates(lr, steps=40):
 
     Wide kernels (2 spacings) so what is learned at one gradient value carries to the next.
     """
-    cfg = MemoryConfig(lr0=lr, n_centres=20, clip=10.0, width_ratio=2.0, meta="gd", beta=0.02)
+    cfg = MemoryConfig.paper(lr0=lr, n_centres=20, width_ratio=2.0, beta=0.02)
     opt = chain(clip(10.0), memory(cfg))
     x = np.array([1.0])
     st = opt.init(1, np.array([0, 1]))
@@ -170,3 +177,63 @@ def test_every_named_optimizer_descends_a_parabola():
 def test_unknown_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
         make_optimizer("sgdd", 0.1)
+
+
+def test_scaled_keys_and_log_rates_against_a_plain_reference():
+    """The default memory (eq. O5 keys, eq. M5' log-rates, bounds relative to the base rate)
+    as make_optimizer chains it, against naive.ScaleKey + naive.Memory step by step; the
+    gradients jump in scale halfway, as at a payload change."""
+    rng = np.random.default_rng(7)
+    n, steps = 30, 80
+    grads = np.cumsum(rng.normal(size=(steps, n)), axis=0) * 0.01
+    grads[40:] *= 50.0
+    bounds = np.array([0, 10, 30])
+    cfg = MemoryConfig(truncation=1e-14)
+    opt = make_optimizer("metagd", 0.02, 10.0, cfg)
+    assert [t.name for t in opt.transforms] == ["clip", "scale_key", "memory"]
+    path, state = _run(opt, grads, np.zeros(n), bounds)
+    lo_hi = (cfg.rate_min * 0.02, cfg.rate_max * 0.02)
+    keys = [naive.ScaleKey(cfg.key_decay) for _ in bounds[1:]]
+    refs = [naive.Memory(hi - lo, K=cfg.n_centres, C=cfg.clip, width_ratio=cfg.width_ratio,
+                         lr0=0.02, beta=cfg.beta, meta="log", lo=lo_hi[0], hi=lo_hi[1])
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+    theta = np.zeros(n)
+    for t, g in enumerate(grads):
+        gc = np.clip(g, -10, 10)
+        for sk, ref, lo, hi in zip(keys, refs, bounds[:-1], bounds[1:]):
+            theta[lo:hi] -= ref.step(sk(gc[lo:hi]), gc[lo:hi])
+        np.testing.assert_allclose(path[t], theta, rtol=1e-8, atol=1e-11)
+    w = state.states[-1]["w"]
+    for g, ref in enumerate(refs):
+        np.testing.assert_allclose(w[g], ref.w, rtol=1e-8)
+        assert np.ptp(ref.w) > 0.1 * 0.02          # learned something ...
+        assert ref.w.min() >= lo_hi[0] and ref.w.max() <= lo_hi[1]  # ... within the bounds
+
+
+def test_set_lr_moves_the_learned_rates_with_the_base_rate():
+    from rtlearn.learner import LearnerConfig, OnlineLearner
+    learner = OnlineLearner(LearnerConfig(n_joints=2, n_inputs=3, hidden=(8,), lr=1e-3))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        X = rng.normal(size=(10, 3))
+        learner.learn_many(X, np.c_[X.sum(1), X[:, 0]])
+    s = next(s for s in learner.opt_state.states if "w" in s)
+    before = s["w"].copy()
+    learner.set_lr(4e-3)
+    np.testing.assert_allclose(s["w"], 4.0 * before, rtol=1e-15)
+    assert s["lr0"][0] == 4e-3
+
+
+def test_memory_config_errors_are_clear():
+    with pytest.raises(ValueError, match="multiples of the base rate"):
+        MemoryConfig(rate_min=2.0).validate()
+    with pytest.raises(ValueError, match="key must be"):
+        MemoryConfig(key="cooked").validate()
+    with pytest.raises(ValueError, match="metagd-memadam"):
+        make_optimizer("metagd", 1e-3, 10.0, MemoryConfig(meta="adam"))
+    from rtlearn.learner import LearnerConfig
+    with pytest.raises(ValueError, match="set lr instead"):
+        LearnerConfig(lr=1e-3, memory=MemoryConfig(lr0=5e-4))
+    # a config saved before keys were scaled meant raw keys and absolute bounds
+    old = {k: v for k, v in asdict(MemoryConfig.paper()).items() if k not in ("key", "relative")}
+    assert MemoryConfig.from_dict(old) == MemoryConfig.paper()

@@ -16,7 +16,7 @@ def test_authors_config_follows_the_released_code_on_rosenbrock(name, meta):
     Not further: rounding differences grow to percents by iteration 100 (the chaos of
     docs/results.md), so later iterations compare nothing but the order of additions."""
     steps = 30
-    opt = make_optimizer(name, 1e-3, 10.0, MemoryConfig.authors())
+    opt = make_optimizer(name, 1e-3, 10.0, MemoryConfig.authors(meta=meta))
     state = opt.init(2, np.array([0, 1, 2]))
     theta = np.array(START, dtype=np.float64)
     path, rates = [], []

@@ -6,7 +6,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import numpy as np
-    from rtlearn.learner import MemoryConfig, chain, clip, memory
+    from rtlearn.learner import MemoryConfig, chain, clip, memory, scale_key
     for cfg in (MemoryConfig(), MemoryConfig(normalized_signal=True, meta="adam"),
                 MemoryConfig(n_centres=7, width_ratio=1.5, clip=2.0), MemoryConfig.authors(),
                 MemoryConfig(n_centres=7, clip=2.0, full_window=True, normalized_signal=True)):
@@ -16,7 +16,8 @@ SCRIPT = textwrap.dedent("""
         rng = np.random.default_rng(0)
         n = 3000
         bounds = np.array([0, 1, 1, 700, n])  # a one-coordinate and an empty group too
-        opt = chain(memory(cfg))  # no gradient clip: the memory sees the raw keys
+        # no gradient clip: the memory (and eq. O5 where the config scales keys) sees raw keys
+        opt = chain(*([scale_key(cfg.key_decay)] if cfg.key == "scaled" else []), memory(cfg))
         st = opt.init(n, bounds)
         theta = np.zeros(n)
         for step in range(6):
@@ -26,10 +27,13 @@ SCRIPT = textwrap.dedent("""
             opt.step(theta, g, st)
             s = st.states[-1]
             assert np.isfinite(s["w"]).all()
-            assert (s["w"] >= cfg.rate_min).all() and (s["w"] <= cfg.rate_max).all()
+            lo, hi = cfg.rate_bounds()
+            assert (s["w"] >= lo).all() and (s["w"] <= hi).all()
             assert np.isfinite(s["key_prev"]).all() and (np.abs(s["key_prev"]) <= C).all()
             ok = np.isfinite(g)
             assert np.isfinite(st.u[ok]).all()
+            if cfg.key == "scaled":  # the running scale survives NaN and inf keys
+                assert np.isfinite(st.states[0]["ms"]).all()
     print("ok")
 """)
 

@@ -18,8 +18,7 @@ import numpy as np
 from ..learner import LearnerConfig, MemoryConfig, OnlineLearner
 
 REFERENCE = LearnerConfig(n_joints=7, n_inputs=21, hidden=(128, 64, 32), optimizer="metagd",
-                          lr=1e-3, batch_size=10, normalize="none",
-                          memory=MemoryConfig(n_centres=50))
+                          lr=1e-3, batch_size=10, normalize="none", memory=MemoryConfig())
 
 
 PACED_PERIOD = 0.010  # s: the daemon's cadence, 10 samples at 1 kHz
@@ -77,6 +76,7 @@ def numpy_step(learner: OnlineLearner):
     layers = _layers(learner)
     cfg = learner.config.memory
     C, K, lr0, beta = cfg.clip, cfg.n_centres, learner.config.lr, cfg.beta
+    G, (w_lo, w_hi) = learner.config.grad_clip, cfg.rate_bounds(lr0)
     win = _Window(cfg, len(learner.net.bounds) - 1)
     params = [t for W, b in layers for t in (W, b)]
     # One memory per tensor per joint: group id of every coordinate, in each tensor's layout.
@@ -90,6 +90,7 @@ def numpy_step(learner: OnlineLearner):
     counts = np.bincount(gid, minlength=win.n_groups).astype(float)
     w = np.full(win.n_groups * K, lr0)
     prev = np.zeros(gid.size)
+    ms, n_steps = np.zeros(win.n_groups), 0
     inv_s = (K - 1) / (2 * C)
 
     def window(x):
@@ -101,6 +102,17 @@ def numpy_step(learner: OnlineLearner):
         valid = (k >= 0) & (k < K)
         psi = np.where(valid, psi, 0.0)
         return psi, (gid[:, None] * K + np.clip(k, 0, K - 1)).astype(np.int64)
+
+    def key_of(g):
+        """Eq. O5 when cfg.key == "scaled": g over its group's running RMS."""
+        nonlocal ms, n_steps
+        if cfg.key != "scaled":
+            return g
+        sq = np.bincount(gid, weights=g * g, minlength=win.n_groups) / counts
+        n_steps += 1
+        prev_ms = sq if n_steps == 1 else ms / (1 - cfg.key_decay ** (n_steps - 1))
+        ms = cfg.key_decay * ms + (1 - cfg.key_decay) * sq
+        return g / np.sqrt(np.maximum(prev_ms, 1e-30))[gid]
 
     def step(X, Y):
         nonlocal w, prev
@@ -117,18 +129,20 @@ def numpy_step(learner: OnlineLearner):
             if l:
                 delta = (delta @ W) * (acts[l] > 0)
         grads.reverse()
-        g = np.clip(np.concatenate([t.ravel() for gw, gb in grads for t in (gw, gb)]), -C, C)
-        s = np.clip(g * prev, -1.0, 1.0)
+        g = np.clip(np.concatenate([t.ravel() for gw, gb in grads for t in (gw, gb)]), -G, G)
+        x = np.clip(key_of(g), -C, C)
+        s = np.clip(x * prev, -1.0, 1.0)
         psi, idx = window(prev)
         d = np.bincount(idx.ravel(), weights=(psi * s[:, None]).ravel(), minlength=w.size)
-        w = np.clip(w + beta * d / np.repeat(counts, K), cfg.rate_min, cfg.rate_max)
-        psi, idx = window(g)
+        d /= np.repeat(counts, K)
+        w = np.clip(w * np.exp(beta * d) if cfg.meta == "log" else w + beta * d, w_lo, w_hi)
+        psi, idx = window(x)
         eta = (psi * w[idx]).sum(axis=1) / psi.sum(axis=1)
         upd, p = eta * g, 0
         for t in params:
             t -= upd[p:p + t.size].reshape(t.shape)
             p += t.size
-        prev = g
+        prev = x
 
     step.params = params  # the twin's weights, for checking it against the kernels
     return step
@@ -145,7 +159,8 @@ def torch_step(learner: OnlineLearner):
               for W, b in _layers(learner)]
     params = [t for pair in layers for t in pair]
     cfg = learner.config.memory
-    C, K = cfg.clip, cfg.n_centres
+    C, K, G = cfg.clip, cfg.n_centres, learner.config.grad_clip
+    w_lo, w_hi = cfg.rate_bounds(learner.config.lr)
     win = _Window(cfg, len(learner.net.bounds) - 1)
     gid, g0 = [], 0
     for t in params:
@@ -155,7 +170,8 @@ def torch_step(learner: OnlineLearner):
     gid = torch.cat(gid)
     counts = torch.bincount(gid, minlength=win.n_groups).double()
     state = {"w": torch.full((win.n_groups * K,), learner.config.lr, dtype=torch.float64),
-             "prev": torch.zeros(gid.numel(), dtype=torch.float64)}
+             "prev": torch.zeros(gid.numel(), dtype=torch.float64),
+             "ms": torch.zeros(win.n_groups, dtype=torch.float64), "n": 0}
     offsets = torch.tensor(win.offsets, dtype=torch.float64)
     inv_s = (K - 1) / (2 * C)
 
@@ -178,20 +194,30 @@ def torch_step(learner: OnlineLearner):
         loss = ((a[:, :, 0] - Yt.T) ** 2).mean(dim=1).sum()
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
-            g = torch.clamp(torch.cat([t.reshape(-1) for t in grads]), -C, C)
-            s = torch.clamp(g * state["prev"], -1.0, 1.0)
+            g = torch.clamp(torch.cat([t.reshape(-1) for t in grads]), -G, G)
+            x = g
+            if cfg.key == "scaled":  # eq. O5
+                sq = torch.bincount(gid, weights=g * g, minlength=win.n_groups) / counts
+                state["n"] += 1
+                prev_ms = (sq if state["n"] == 1
+                           else state["ms"] / (1 - cfg.key_decay ** (state["n"] - 1)))
+                state["ms"] = cfg.key_decay * state["ms"] + (1 - cfg.key_decay) * sq
+                x = g / torch.sqrt(torch.clamp(prev_ms, min=1e-30))[gid]
+            x = torch.clamp(x, -C, C)
+            s = torch.clamp(x * state["prev"], -1.0, 1.0)
             psi, idx = window(state["prev"])
             d = torch.bincount(idx.reshape(-1), weights=(psi * s[:, None]).reshape(-1),
-                               minlength=state["w"].numel())
-            state["w"] = torch.clamp(state["w"] + cfg.beta * d / counts.repeat_interleave(K),
-                                     cfg.rate_min, cfg.rate_max)
-            psi, idx = window(g)
+                               minlength=state["w"].numel()) / counts.repeat_interleave(K)
+            w = state["w"]
+            w = w * torch.exp(cfg.beta * d) if cfg.meta == "log" else w + cfg.beta * d
+            state["w"] = torch.clamp(w, w_lo, w_hi)
+            psi, idx = window(x)
             eta = (psi * state["w"][idx]).sum(dim=1) / psi.sum(dim=1)
             upd, p = eta * g, 0
             for t in params:
                 t -= upd[p:p + t.numel()].reshape(t.shape)
                 p += t.numel()
-            state["prev"] = g
+            state["prev"] = x
 
     return step
 

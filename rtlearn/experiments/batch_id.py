@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
+from rtlearn.learner import LearnerConfig, OnlineLearner, authors_memory
 
 from .evaluate import prequential
 
@@ -43,7 +43,7 @@ def task_data(task: str, seed: int, subsample: int = SUBSAMPLE, limit: int | Non
 
 def train(optimizer, X, Y, seed, iters, memory=None, hidden=(128, 64, 32)):
     cfg = LearnerConfig(optimizer=optimizer, lr=LR, normalize="none", seed=seed, hidden=hidden,
-                        batch_size=len(X), memory=MemoryConfig.authors())
+                        batch_size=len(X), memory=authors_memory(optimizer, full_window=False))
     learner = OnlineLearner(cfg)
     if memory is not None:
         learner.set_memory_state(memory, transfer=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
+from rtlearn.learner import LearnerConfig, OnlineLearner, authors_memory
 
 from .evaluate import prequential
 
@@ -165,7 +165,7 @@ def run_trial(seed: int, quick: bool = False, mnist: str | None = None) -> dict:
         for label, (opt, carried) in VARIANTS.items():
             cfg = LearnerConfig(n_joints=1, n_inputs=tasks[0][0].shape[1], hidden=(32,),
                                 loss="logistic", optimizer=opt, lr=lr, normalize="none",
-                                seed=seed, memory=MemoryConfig.authors())
+                                seed=seed, memory=authors_memory(opt))
             memory = None
             for pair, data in zip(TASKS, tasks):
                 learner = OnlineLearner(cfg)
@@ -188,7 +188,7 @@ def gradient_scale(seed: int = 0, steps: int = 200, lr: float = 1e-3) -> dict:
     data = task_data(TASKS[0], seed)
     learner = OnlineLearner(LearnerConfig(n_joints=1, n_inputs=64, hidden=(32,), loss="logistic",
                                           optimizer="metagd", lr=lr, normalize="none", seed=seed,
-                                          memory=MemoryConfig.authors()))
+                                          memory=authors_memory("metagd")))
     batches, prev, g_med, s_med, zero = stream(data[0], data[1], seed), None, [], [], []
     for _ in range(steps):
         learner.learn_many(*next(batches))

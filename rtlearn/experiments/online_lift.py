@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtlearn.learner import LearnerConfig, OnlineLearner
+from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
 
 from .evaluate import batched, prequential
 
@@ -82,8 +82,10 @@ def run_sequence(optimizer: str, lr: float, reload: bool, data: list, seed: int,
     """Prequential losses (n_batches, 7) of each phase in turn. first: a learner that already
     ran phase 1 (reload continues from it with phases 2..); keep_first: also return the
     learner after phase 1; extra: further LearnerConfig fields."""
+    # The paper's setting: raw torques and the paper's memory (rtlearn's defaults are
+    # measured in the daemon's configuration by payload-swap).
     cfg = LearnerConfig(optimizer=optimizer, lr=lr, normalize="none", seed=seed, hidden=hidden,
-                        **(extra or {}))
+                        **{"memory": MemoryConfig.paper(), **(extra or {})})
     out, prev, kept = [], first, None
     if first is not None:
         data = data[1:]

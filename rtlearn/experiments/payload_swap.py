@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import numpy as np
 
-from rtlearn.learner import LearnerConfig, OnlineLearner
+from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
 
 from .evaluate import batched, prequential
 
@@ -40,7 +39,10 @@ CYCLES = {"lift": 20, "sines": 11}    # ~70 s and 66 s
 BATCH = 10
 DEFAULT_RATE = LearnerConfig().lr
 GD_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-METHODS = {"GD": "gd", "MetaGD": "metagd", "Adam": "adam", "SGD-HD": "sgd-hd"}
+# name -> (optimizer, memory); MetaGD-paper: the memory as the paper has it (raw keys, rates
+# learned by GD, absolute bounds), rtlearn's default before this experiment existed.
+METHODS = {"GD": ("gd", None), "MetaGD": ("metagd", None), "Adam": ("adam", None),
+           "SGD-HD": ("sgd-hd", None), "MetaGD-paper": ("metagd", MemoryConfig.paper())}
 WINDOWS = ("early", "after_change_100ms", "after_change_500ms", "whole", "steady")
 DIVERGED = 1e8   # a window mean above this (N*m)^2, or non-finite, is a diverged run
 
@@ -88,9 +90,10 @@ def changes_of(ctx: np.ndarray) -> tuple[list[int], list[int]]:
     return changes, restores
 
 
-def learner_config(optimizer: str, lr: float, n_joints: int, seed: int) -> LearnerConfig:
+def learner_config(method: str, lr: float, n_joints: int, seed: int) -> LearnerConfig:
+    optimizer, mem = METHODS[method]
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, optimizer=optimizer, lr=lr,
-                         seed=seed)
+                         seed=seed, **({"memory": mem} if mem else {}))
 
 
 def run_continue(X, Y, cfg: LearnerConfig):
@@ -155,15 +158,15 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
     runs = {(m, lr) for m in methods for lr in rates}
     runs |= {("GD", lr) for lr in (GD_GRID[1:4] if quick else GD_GRID)}
     for m, lr in sorted(runs):
-        cfg = learner_config(METHODS[m], lr, n_joints, seed)
+        cfg = learner_config(m, lr, n_joints, seed)
         loss, layer = run_continue(X, Y, cfg)
         curves[(m, lr)] = loss
         continue_[f"{m} {lr:g}"] = windows(loss, changes)
-        if m == "MetaGD":
-            rate_traces[f"{lr:g}"] = layer
+        if m.startswith("MetaGD"):
+            rate_traces[f"{m} {lr:g}"] = layer
     bank = {}
     for m in ("GD", "MetaGD"):
-        cfg = learner_config(METHODS[m], DEFAULT_RATE, n_joints, seed)
+        cfg = learner_config(m, DEFAULT_RATE, n_joints, seed)
         loss_b = run_bank(X, Y, ctx, names, cfg)
         loss_c = curves.get((m, DEFAULT_RATE))
         if loss_c is None:
@@ -207,7 +210,9 @@ def summarize(trials: list[dict]) -> dict:
     for lr in rates:
         r = f"{lr:g}"
         per_rate[r] = {f"MetaGD/{b}": ratio(f"MetaGD {r}", f"{b} {r}")
-                       for b in ("GD", "Adam", "SGD-HD") if f"{b} {r}" in keys}
+                       for b in ("GD", "Adam", "SGD-HD", "MetaGD-paper") if f"{b} {r}" in keys}
+        if f"MetaGD-paper {r}" in keys:
+            per_rate[r]["MetaGD-paper/GD"] = ratio(f"MetaGD-paper {r}", f"GD {r}")
     default = f"{DEFAULT_RATE:g}"
     gd_keys = [k for k in keys if k.startswith("GD ")]
     best, best_rate = [], []
@@ -226,9 +231,10 @@ def summarize(trials: list[dict]) -> dict:
     mean_windows = {k: {w: _gmean([t["continue"][k][w] for t in trials
                                    if not diverged(t["continue"][k])])[0] for w in WINDOWS}
                     for k in keys}
-    ends = np.array([t["_rates"][default][-1] for t in trials if default in t["_rates"]])
-    mids = np.array([t["_rates"][default][len(t["_rates"][default]) // 2] for t in trials
-                     if default in t["_rates"]])
+    trace = f"MetaGD {default}"
+    ends = np.array([t["_rates"][trace][-1] for t in trials if trace in t["_rates"]])
+    mids = np.array([t["_rates"][trace][len(t["_rates"][trace]) // 2] for t in trials
+                     if trace in t["_rates"]])
     return {
         "trials": len(trials), "robot": trials[0]["robot"], "task": trials[0]["task"],
         "rates": rates,
@@ -284,24 +290,25 @@ def plots(trials: list[dict], summary: dict, directory: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for lr, r in summary["_rates"].items():
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        t = np.arange(len(r)) * BATCH / 1000.0
-        for layer in range(r.shape[1]):
-            ax.semilogy(t, r[:, layer], lw=1.1, label=f"W{layer + 1}")
-        for c in trials[0]["changes"]:
-            ax.axvline(c * BATCH / 1000.0, color="k", lw=0.4, alpha=0.5)
-        ax.axhline(1.0, color="grey", lw=0.6, ls=":")
-        ax.set_xlabel("time (s); vertical lines: payload changes of trial 0")
-        ax.set_ylabel("mean MetaGD rate / base rate")
-        ax.set_title(f"{summary['robot']} / {summary['task']}, base rate {lr}")
-        ax.legend(fontsize=7)
+    if summary["_rates"]:
+        fig, axes = plt.subplots(1, len(summary["_rates"]), figsize=(6 * len(summary["_rates"]), 3.6),
+                                 squeeze=False, sharey=True)
+        for ax, (label, r) in zip(axes[0], summary["_rates"].items()):
+            t = np.arange(len(r)) * BATCH / 1000.0
+            for layer in range(r.shape[1]):
+                ax.semilogy(t, r[:, layer], lw=1.1, label=f"W{layer + 1}")
+            for c in trials[0]["changes"]:
+                ax.axvline(c * BATCH / 1000.0, color="k", lw=0.4, alpha=0.5)
+            ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+            ax.set_xlabel("time (s); vertical lines: payload changes of trial 0")
+            ax.set_title(f"{label}: {os.path.basename(str(summary['robot']))} / {summary['task']}",
+                         fontsize=9)
+        axes[0][0].set_ylabel("mean rate / base rate")
+        axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         name = os.path.basename(str(summary["robot"])).removesuffix(".toml")
         path = os.path.join(directory, f"payload_swap_rates_{name}_{summary['task']}.png")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths

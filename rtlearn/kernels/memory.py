@@ -37,6 +37,7 @@ from . import JIT
 
 META_GD = 0
 META_ADAM = 1
+META_LOG = 2   # gradient ascent on log w: w <- w exp(beta Delta), rates relative and positive
 BLOCK = 256    # coordinates per block of the coordinate passes
 BANKS = 4      # interleaved deposit accumulators: consecutive coordinates often share a node
 
@@ -271,6 +272,7 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
     M5  MetaGD: w <- w + beta * Delta;  MemAdam, in the torch form of the authors' code:
         m, v <- Adam's moments of Delta,
         w <- w + beta * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps);
+    M5' meta "log" (MetaGD on log w): w <- w * exp(beta * Delta);
         then w clamped to [w_lo, w_hi]
     M2  eta_i = sum_k psi_k(x_i) w_k / sum_k psi_k(x_i);  u_i <- eta_i * u_i
     `key` may alias `u`: each coordinate's key is read before its u is written.
@@ -314,7 +316,10 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
                     w_v[g, k] = b2 * w_v[g, k] + (1.0 - b2) * d * d
                     # eps on the uncorrected sqrt(v), as the authors' Adam (ALGORITHM.md §7)
                     d = adam_scale * w_m[g, k] / (math.sqrt(w_v[g, k]) + eps)
-                w[g, k] = min(w_hi, max(w_lo, w[g, k] + beta * d))
+                if meta_kind == META_LOG:
+                    w[g, k] = min(w_hi, max(w_lo, w[g, k] * math.exp(beta * d)))
+                else:
+                    w[g, k] = min(w_hi, max(w_lo, w[g, k] + beta * d))
         if full_window:
             eta_sum = _predict_full(key, u, key_prev, g_lo, g_hi, clip, inv_step, a, q, w[g],
                                     w_lo, w_hi, wpad)

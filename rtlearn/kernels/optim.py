@@ -79,3 +79,26 @@ def copy_into(dst, src):
     the daemon refreshes after every step while its socket thread runs."""
     for i in range(dst.shape[0]):
         dst[i] = src[i]
+
+
+@njit(**JIT)
+def scale_key(key, out, ms, count, decay, bounds):
+    """Eq. O5: out <- key / rms per group, rms the bias-corrected running root mean square
+    of the group's key over past steps (EMA with `decay`), taken before this step's key
+    enters it, so a sudden jump shows as keys far from zero."""
+    count[0] += 1.0
+    for k in range(bounds.shape[0] - 1):
+        lo = bounds[k]
+        hi = bounds[k + 1]
+        if hi == lo:
+            continue
+        sq = 0.0
+        for i in range(lo, hi):
+            sq += key[i] * key[i]
+        sq /= hi - lo
+        prev = ms[k] / (1.0 - decay ** (count[0] - 1.0)) if count[0] > 1.0 else sq
+        if math.isfinite(sq):  # one NaN or inf gradient must not poison the scale for good
+            ms[k] = decay * ms[k] + (1.0 - decay) * sq
+        inv = 1.0 / math.sqrt(max(prev, 1e-30)) if math.isfinite(prev) else 0.0
+        for i in range(lo, hi):
+            out[i] = key[i] * inv

@@ -38,7 +38,10 @@ class LearnerConfig:
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if isinstance(self.memory, dict):
-            object.__setattr__(self, "memory", MemoryConfig(**self.memory))
+            object.__setattr__(self, "memory", MemoryConfig.from_dict(self.memory))
+        if self.memory.lr0 not in (MemoryConfig.lr0, self.lr):
+            raise ValueError(f"memory lr0 ({self.memory.lr0:g}) is the learner's base rate: "
+                             f"set lr instead")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not (self.lr > 0 and self.grad_clip > 0):
@@ -156,13 +159,18 @@ class OnlineLearner:
         return bool(all_finite(self.net.theta.reshape(-1)))
 
     def set_lr(self, lr: float) -> None:
-        """New base rate: the constant rate, the hypergradient rate, or every memory rate."""
+        """New base rate: the constant rate, the hypergradient rate, or the memory's base
+        rate, which scales every learned rate by the same factor (what the memory learned
+        is relative to it)."""
         if not lr > 0:
             raise ValueError("lr must be > 0")
         for t, s in zip(self.optimizer.transforms, self.opt_state.states):
-            for name in ("lr", "alpha", "w"):
+            for name in ("lr", "alpha"):
                 if name in s:
                     s[name][...] = lr
+            if "w" in s:
+                s["w"] *= lr / s["lr0"][0]
+                s["lr0"][0] = lr
 
     def set_memory_learning(self, on: bool) -> None:
         """Freeze (off) or resume (on) learning of the memories; predictions still use them."""

@@ -17,6 +17,7 @@ from ..kernels import memory as K
 from .transform import Transform
 
 
+META_KINDS = {"gd": K.META_GD, "adam": K.META_ADAM, "log": K.META_LOG}
 MAX_NODES_PER_CELL = 1024
 INTERPOLATION_FLOOR = 1e-11  # below this, G would grow past what a step can tabulate
 
@@ -24,6 +25,15 @@ INTERPOLATION_FLOOR = 1e-11  # below this, G would grow past what a step can tab
 @dataclass(frozen=True)
 class MemoryConfig:
     """Settings of one memory per parameter group.
+
+    Defaults (docs/algorithm.md, "Our defaults", measured by `rtlearn experiment
+    payload-swap`): the key is the group's gradient in units of its own running RMS (eq. O5,
+    key="scaled"), so every layer's memory sees keys of the same range and learns from
+    signals of order one whatever its gradients' scale; the memory learns log-rates
+    (meta="log", eq. M5'), so rates stay positive and move by factors; and rate_min/rate_max
+    are multiples of the base rate (relative=True), so the base rate keeps its meaning and
+    the learned rates cannot drift beyond [0.3, 5] x base. `paper()` and `authors()` give
+    the paper's and the authors' settings.
 
     `truncation` sets the accuracy of the fast evaluation: the window radius R is the
     smallest with exp(-a R^2 / 2) <= truncation (a = (spacing / width)^2), and the node
@@ -34,39 +44,72 @@ class MemoryConfig:
     code; error_bound 0): for small problems and fidelity checks, not the 1 kHz networks.
     """
 
-    lr0: float = 1e-3            # eta_0: every local rate starts here
-    n_centres: int = 50           # K
-    clip: float = 10.0            # C: centres on [-C, C]; keys clipped to it
+    lr0: float = 1e-3            # eta_0: every local rate starts here (the learner's lr)
+    n_centres: int = 17           # K
+    clip: float = 4.0             # C: centres on [-C, C]; keys clipped to it
     width_ratio: float = 0.5      # h / centre spacing
     normalized_signal: bool = False  # eq. M4 weights: psi (eq. 10) or psi / sum(psi)
-    meta: str = "gd"              # "gd" (MetaGD) or "adam" (MetaGDMemAdam)
-    beta: float = 1e-3            # meta learning rate
+    meta: str = "log"             # "log" (MetaGD on log-rates), "gd" (MetaGD), "adam" (MemAdam)
+    beta: float = 0.5             # meta learning rate
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    rate_min: float = 1e-9
-    rate_max: float = 1.0
+    rate_min: float = 0.3         # bounds of the rates: multiples of lr0 when relative
+    rate_max: float = 5.0
+    relative: bool = True
+    key: str = "scaled"           # "raw": the direction itself (paper); "scaled": eq. O5
+    key_decay: float = 0.99       # eq. O5: EMA factor of the running RMS (per step)
     truncation: float = 1e-7
     full_window: bool = False
+
+    @classmethod
+    def paper(cls, **overrides) -> "MemoryConfig":
+        """The paper's memory as rtlearn ran it before payload-swap measured the defaults:
+        raw keys, MetaGD on the rates themselves, absolute bounds."""
+        base = cls(n_centres=50, clip=10.0, meta="gd", beta=1e-3, rate_min=1e-9, rate_max=1.0,
+                   relative=False, key="raw")
+        return replace(base, **overrides)
 
     @classmethod
     def authors(cls, **overrides) -> "MemoryConfig":
         """The authors' released defaults (docs/algorithm.md section 7), exactly: every
         centre updated and predicted from (full_window)."""
         base = cls(lr0=1e-3, n_centres=100, clip=10.0, width_ratio=0.5, normalized_signal=False,
-                   meta="adam", beta=1e-3, rate_min=1e-9, rate_max=1.0, full_window=True)
+                   meta="adam", beta=1e-3, rate_min=1e-9, rate_max=1.0, relative=False,
+                   key="raw", full_window=True)
         return replace(base, **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemoryConfig":
+        """From asdict(); a dict saved before keys were scaled (no 'key' / 'relative') meant
+        raw keys and absolute bounds."""
+        return cls(**{"key": "raw", "relative": False, **d})
+
+    def rate_bounds(self, lr0: float | None = None) -> tuple[float, float]:
+        """(lowest, highest) rate, absolute."""
+        lr0 = self.lr0 if lr0 is None else lr0
+        return ((self.rate_min * lr0, self.rate_max * lr0) if self.relative
+                else (self.rate_min, self.rate_max))
 
     def validate(self) -> None:
         if self.n_centres < 2:
             raise ValueError(f"memory n_centres must be >= 2, got {self.n_centres}")
-        for name in ("clip", "width_ratio", "lr0", "truncation"):
+        for name in ("clip", "width_ratio", "lr0", "truncation", "beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"memory {name} must be > 0, got {getattr(self, name)}")
-        if self.meta not in ("gd", "adam"):
-            raise ValueError(f"memory meta must be 'gd' or 'adam', got {self.meta!r}")
-        if not 0 < self.rate_min <= self.lr0 <= self.rate_max:
-            raise ValueError("memory needs 0 < rate_min <= lr0 <= rate_max")
+        if self.meta not in META_KINDS:
+            raise ValueError(f"memory meta must be one of {', '.join(META_KINDS)}, "
+                             f"got {self.meta!r}")
+        if self.key not in ("raw", "scaled"):
+            raise ValueError(f"memory key must be 'raw' or 'scaled', got {self.key!r}")
+        if not 0 < self.key_decay < 1:
+            raise ValueError(f"memory key_decay must be in (0, 1), got {self.key_decay}")
+        if self.relative and not 0 < self.rate_min <= 1 <= self.rate_max:
+            raise ValueError("memory with relative bounds needs 0 < rate_min <= 1 <= rate_max "
+                             f"(multiples of the base rate), got {self.rate_min}, {self.rate_max}")
+        if not self.relative and not 0 < self.rate_min <= self.lr0 <= self.rate_max:
+            raise ValueError("memory with absolute bounds needs 0 < rate_min <= lr0 <= rate_max,"
+                             f" got {self.rate_min}, {self.lr0}, {self.rate_max}")
         if not self.truncation >= 1e-15:
             raise ValueError(f"memory truncation must be >= 1e-15, got {self.truncation}")
 
@@ -211,8 +254,16 @@ def predict_rates(config: MemoryConfig, w: np.ndarray, x: np.ndarray) -> np.ndar
     return psi @ w / psi.sum(axis=1)
 
 
+def authors_memory(optimizer: str, **overrides) -> MemoryConfig:
+    """MemoryConfig.authors() with the meta-optimiser the optimizer name says: Adam for
+    *-memadam, gradient ascent (the authors' "MetaGD") otherwise."""
+    return MemoryConfig.authors(**{"meta": "adam" if optimizer.endswith("memadam") else "gd",
+                                   **overrides})
+
+
 def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
-    """Rate rule: u <- eta(key) * u, the memory learning online (eqs. M1-M5)."""
+    """Rate rule: u <- eta(key) * u, the memory learning online (eqs. M1-M5). With
+    config.key == "scaled" the key must come from `scale_key` (make_optimizer chains it)."""
     config.validate()
     if config.full_window:  # no tables: the kernel's exact path uses dpad (K) only
         nodes = NodeTables(1, *([np.zeros((1, 2))] * 4), 0.0, 0.0)
@@ -223,12 +274,13 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
         n_pad = config.n_centres + 2 * config.radius
         inv_step = nodes.per_cell / config.spacing
     n_nodes = nodes.phi.shape[1]
-    meta_kind = K.META_ADAM if config.meta == "adam" else K.META_GD
+    meta_kind = META_KINDS[config.meta]
 
     def init(n_params: int, bounds: np.ndarray) -> dict:
         g = len(bounds) - 1
         kc = config.n_centres
         return {
+            "lr0": np.array([config.lr0]),   # the base rate (set_lr moves it, and the rates)
             "w": np.full((g, kc), config.lr0),
             "w_m": np.zeros((g, kc)),
             "w_v": np.zeros((g, kc)),
@@ -249,16 +301,18 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
         }
 
     def update(grad, u, key, state, bounds):
+        w_lo, w_hi = config.rate_bounds(state["lr0"][0])
         K.memory_step(key, u, state["key_prev"], state["w"], state["w_m"], state["w_v"],
                       state["count"], bounds, config.clip, inv_step, nodes.per_cell, nodes.phi,
                       nodes.dphi, nodes.psi, nodes.dpsi, meta_kind, config.beta, config.b1,
-                      config.b2, config.eps, config.rate_min, config.rate_max,
+                      config.b2, config.eps, w_lo, w_hi,
                       state["learn"][0] > 0, state["js"], state["hw"], state["out"],
                       state["acc"], state["wpad"], state["dpad"], state["eta_nodes"],
                       state["deta_nodes"], state["tab"], state["eta_mean"], config.full_window,
                       config.a, config.normalized_signal)
 
-    return Transform("memory", init, update, shared=("w", "w_m", "w_v", "count"), carry=("w",),
+    return Transform("memory", init, update, shared=("lr0", "w", "w_m", "w_v", "count"),
+                     carry=("lr0", "w"),
                      history=("key_prev",),
                      scratch=("js", "hw", "out", "acc", "wpad", "dpad", "eta_nodes", "deta_nodes",
                               "tab"),

@@ -61,6 +61,20 @@ def hypergradient(lr: float, beta: float, per_group: bool = False) -> Transform:
                      hyper={"lr": lr, "beta": beta, "per_group": per_group})
 
 
+def scale_key(decay: float = 0.99) -> Transform:
+    """Eq. O5: the key of later rate rules in units of its own running RMS per group, so the
+    memory sees the same key range whatever the gradient's scale."""
+
+    def init(n, bounds):
+        return {"key": np.zeros(n), "ms": np.zeros(len(bounds) - 1), "count": np.zeros(1)}
+
+    def update(g, u, key, s, bounds):
+        K.scale_key(key, s["key"], s["ms"], s["count"], decay, bounds)
+
+    return Transform("scale_key", init, update, key="key", history=("ms", "count"),
+                     scratch=("key",), hyper={"decay": decay})
+
+
 OPTIMIZERS = ("gd", "adam", "sgd-hd", "adam-hd", "metagd", "metagd-memadam",
               "adam-metagd", "adam-memadam")
 
@@ -68,20 +82,30 @@ OPTIMIZERS = ("gd", "adam", "sgd-hd", "adam-hd", "metagd", "metagd-memadam",
 def make_optimizer(name: str, lr: float, grad_clip: float = 10.0,
                    mem: MemoryConfig | None = None, hd_beta: float | None = None,
                    hd_per_group: bool = False) -> Optimizer:
-    """The named optimizers every experiment compares (docs/algorithm.md section 7)."""
+    """The named optimizers every experiment compares (docs/algorithm.md section 7).
+
+    metagd / adam-metagd train the memory by gradient ascent (mem.meta "log" or "gd"),
+    metagd-memadam / adam-memadam by Adam; the memory starts at the base rate lr.
+    """
     mem = mem or MemoryConfig()
     base = [clip(grad_clip)]
     if name.startswith("adam"):
         base.append(adam())
+    if name in ("metagd", "adam-metagd", "metagd-memadam", "adam-memadam"):
+        if name.endswith("memadam"):
+            mem = replace(mem, meta="adam")
+        elif mem.meta == "adam":
+            raise ValueError(f"optimizer {name!r} trains the memory by gradient ascent; for "
+                             f"memory meta 'adam' use optimizer "
+                             f"{name.replace('metagd', 'memadam') if name != 'metagd' else 'metagd-memadam'!r}")
+        mem = replace(mem, lr0=lr)
+        keyed = [scale_key(mem.key_decay)] if mem.key == "scaled" else []
+        return chain(*base, *keyed, memory(mem))
     rule = {
         "gd": lambda: constant(lr),
         "adam": lambda: constant(lr),
         "sgd-hd": lambda: hypergradient(lr, 1e-3 if hd_beta is None else hd_beta, hd_per_group),
         "adam-hd": lambda: hypergradient(lr, 1e-7 if hd_beta is None else hd_beta, hd_per_group),
-        "metagd": lambda: memory(replace(mem, lr0=lr, meta="gd")),
-        "metagd-memadam": lambda: memory(replace(mem, lr0=lr, meta="adam")),
-        "adam-metagd": lambda: memory(replace(mem, lr0=lr, meta="gd")),
-        "adam-memadam": lambda: memory(replace(mem, lr0=lr, meta="adam")),
     }.get(name)
     if rule is None:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
