@@ -22,7 +22,7 @@ def run(args) -> int:
 
     from rtlearn.learner import StateFileError
     from rtlearn.service.config import ConfigError, load_config
-    from rtlearn.service.daemon import Daemon
+    from rtlearn.service.daemon import BindError, Daemon
     from rtlearn.service.snapshots import SnapshotPathError
     from rtlearn.sources.base import SourceError
     from rtlearn.sources.robot import load_robot
@@ -36,8 +36,11 @@ def run(args) -> int:
     except (ConfigError, SourceError, StateFileError, SnapshotPathError) as e:
         print(f"rtlearn serve: {e}", file=sys.stderr)
         return 2
-    except zmq.ZMQError as e:
-        print(f"rtlearn serve: cannot bind an endpoint ({e}); is another daemon running?",
+    except BindError as e:
+        print(f"rtlearn serve: {e} (another daemon on it? an address of this host?)",
               file=sys.stderr)
+        return 2
+    except zmq.ZMQError as e:
+        print(f"rtlearn serve: ZeroMQ error at start: {e}", file=sys.stderr)
         return 2
     return daemon.run()

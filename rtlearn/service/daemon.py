@@ -29,6 +29,7 @@ import zmq
 
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.kernels import packet as K
+from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
                                      encode_prediction, encode_state, read_state)
 from rtlearn.service import realtime, snapshots
@@ -69,6 +70,10 @@ class Job:
 
 
 _ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
+
+
+class BindError(RuntimeError):
+    """A socket could not bind its endpoint (in use, no such interface, ...)."""
 
 
 class Daemon:
@@ -142,7 +147,6 @@ class Daemon:
         realtime.pin_to(self._serving_cpus)  # before the context: its I/O threads inherit it
         self._zmq = zmq.Context()
         self._sockets()
-        self.control = None
         self.realtime: dict = {}
 
     def _warm_up(self) -> OnlineLearner:
@@ -165,6 +169,10 @@ class Daemon:
         return scratch
 
     def _sockets(self) -> None:
+        """Create and bind all three sockets before anything is served: a bind failure ends
+        the start at once (serve exits 2), with nothing learned or written."""
+        from rtlearn.service.control import ControlServer
+
         ep = self.cfg["endpoints"]
         self.sub = self._zmq.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, HWM)
@@ -176,8 +184,21 @@ class Daemon:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every new subscriber gets a hello
         for s in (self.sub, self.pub):
             s.setsockopt(zmq.LINGER, 0)
-        self.sub.bind(ep["state"])
-        self.pub.bind(ep["prediction"])
+        try:
+            for name, sock in (("state", self.sub), ("prediction", self.pub)):
+                try:
+                    use_endpoint(sock, ep[name], bind=True)
+                except zmq.ZMQError as e:
+                    raise BindError(f"cannot bind the {name} socket to {ep[name]}: {e}") from None
+            try:
+                self.control = ControlServer(self, self._zmq)
+            except zmq.ZMQError as e:
+                raise BindError(f"cannot bind the control socket to {ep['control']}: {e}") from None
+        except BaseException:
+            for s in (self.sub, self.pub):
+                s.close(linger=0)
+            self._zmq.term()
+            raise
 
     # -- the learning process's pipe ---------------------------------------------------------
     def _send(self, msg: tuple) -> None:
@@ -236,8 +257,6 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
-        from rtlearn.service.control import ControlServer
-
         sys.setswitchinterval(SWITCH_INTERVAL)
         fifo = realtime.fifo(int(self.cfg["realtime"]["priority"]))  # this thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -258,7 +277,6 @@ class Daemon:
         sub, pub, serving, now = self.sub, self.pub, self.serving, time.perf_counter
         busy_until = 0.0
         try:
-            self.control = ControlServer(self, self._zmq)
             self.control.start()
             while not self.stopping:
                 # Spinning (timeout 0) while packets flow keeps this core awake: a wake-up
@@ -466,8 +484,7 @@ class Daemon:
     # -- shutdown ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
         log.info("stopping: learning the buffered samples and writing %s", self.snap_path)
-        if self.control is not None:
-            self.control.stop()
+        self.control.stop()
         if self.learning.proc.is_alive() and not self._lost:
             if self._fill:
                 self._submit()
