@@ -6,12 +6,24 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
+from rtlearn.protocol.client import RobotClient
+from rtlearn.service import snapshots
 from rtlearn.service.launch import DaemonProcess, free_tcp_port, to_toml
+from rtlearn.service.synthetic import synthetic_stream
 
 TINY = {"learner": {"hidden": [8]}}
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
 
 
 def serve(config_path, *extra, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -41,3 +53,55 @@ def test_a_bind_failure_exits_2_naming_the_socket_and_writes_nothing(tmp_path):
     assert f"cannot bind the control socket to tcp://127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "snaps").exists() or not any((tmp_path / "snaps").iterdir())
+
+
+def test_snapshot_generations_rotate_atomically(tmp_path):
+    path = tmp_path / "latest.rtsnap"
+    for k in range(5):
+        snapshots.write(path, {"k": k}, {"a": np.array([k])}, keep=3)
+    assert [p.name for p in snapshots.generations(path)] == \
+        ["latest.rtsnap", "latest.rtsnap.1", "latest.rtsnap.2"]
+    assert [snapshots.load_state(p, snapshots.KIND, (1,))[0]["k"]
+            for p in snapshots.generations(path)] == [4, 3, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["latest.rtsnap", "latest.rtsnap.1", "latest.rtsnap.2"]  # no temporary left
+
+
+def test_start_without_resume_refuses_to_overwrite_then_resume_and_fresh(tmp_path):
+    cfg = {**TINY, "snapshots": {"interval": 0.2, "keep": 3}}
+    with DaemonProcess(tmp_path, cfg) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            for s in synthetic_stream(300):
+                c.publish(s)
+            wait_for(lambda: d.status()["learning"]["samples"] >= 300)
+        wait_for(lambda: d.status()["snapshots"]["written"] >= 3)
+        assert d.stop() == 0
+    snap = d.snapshot_dir / "latest.rtsnap"
+    gens = snapshots.generations(snap)
+    assert [p.name for p in gens] == ["latest.rtsnap", "latest.rtsnap.1", "latest.rtsnap.2"]
+    before = {p.name: p.read_bytes() for p in gens}
+
+    # no --resume, no --fresh: refused, nothing touched
+    done = serve(d.config_path)
+    assert done.returncode == 2
+    assert "--resume" in done.stderr and "--fresh" in done.stderr and "Traceback" not in done.stderr
+    assert {p.name: p.read_bytes() for p in snapshots.generations(snap)} == before
+
+    # --resume with a corrupt newest generation: the next one, said so
+    snap.write_bytes(b"PK\x03\x04 torn")
+    expected_steps = int(snapshots.read(gens[1])[1]["counters"][0])
+    with DaemonProcess(tmp_path, cfg | {"snapshots": {"interval": 0.0}}, resume=True,
+                       log_file="resume.log") as d2:
+        st = d2.status()
+        assert st["resumed_from"] == str(gens[1])
+        assert [s["path"] for s in st["resume_skipped"]] == [str(snap)]
+        assert st["learner"]["steps"] == expected_steps
+        assert d2.stop() == 0
+    assert f"skipped the newer {snap}" in d2.log_tail()
+
+    # --fresh: a new start; the old generations moved aside, byte for byte
+    now = {p.name: p.read_bytes() for p in snapshots.generations(snap)}
+    with DaemonProcess(tmp_path, cfg, fresh=True, log_file="fresh.log") as d3:
+        assert d3.status()["learner"]["steps"] == 0
+    (aside,) = tmp_path.joinpath("snapshots").glob("previous-*")
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == now

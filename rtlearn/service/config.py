@@ -52,8 +52,9 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "snapshots": {
         "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
                 "control-socket paths are confined to it"),
-        "file": ("latest.rtsnap", "periodic / shutdown snapshot file name inside dir; "
-                 "`--resume` reads it"),
+        "file": ("latest.rtsnap", "periodic / shutdown snapshot file name inside dir (older "
+                 "generations: FILE.1, FILE.2, ...); `--resume` reads the newest readable one"),
+        "keep": (3, "generations of the snapshot file kept (>= 1), each written atomically"),
         "interval": (30.0, "seconds between periodic snapshots (0: only at shutdown)"),
     },
     "guard": {
@@ -206,6 +207,8 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         # a SCHED_FIFO thread that never sleeps would starve its CPU's ZeroMQ I/O thread
         raise ConfigError(f"{where}: realtime.priority with realtime.spin needs at least 2 "
                           "serving CPUs")
+    if cfg["snapshots"]["keep"] < 1:
+        raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):

@@ -77,26 +77,41 @@ class BindError(RuntimeError):
 
 
 class Daemon:
-    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False):
+    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False, fresh: bool = False):
+        """resume: continue from the newest readable snapshot generation; fresh: start anew,
+        moving existing snapshots aside once the sockets are bound. With neither, existing
+        snapshots refuse the start (SnapshotsExistError): it would overwrite them."""
         self.cfg, self.robot = cfg, robot
         self.n = robot.n_joints
         self.say = RateLimitedLog(log, cfg["guard"]["log_interval"])
         self.stats = Stats(self.n)
         self.snap_dir = Path(cfg["snapshots"]["dir"])
         self.snap_path = snapshots.confined(self.snap_dir, cfg["snapshots"]["file"])
+        self.snap_keep = int(cfg["snapshots"]["keep"])
+        existing = snapshots.generations(self.snap_path)
+        if existing and not (resume or fresh):
+            raise snapshots.SnapshotsExistError(
+                f"{self.snap_dir} holds snapshots ({', '.join(p.name for p in existing)}): "
+                "start with --resume to continue from them, or with --fresh to move them "
+                f"aside into {self.snap_dir}/previous-<date>-<time>/ and start anew")
+        self._move_aside = fresh and bool(existing)
         t0 = time.perf_counter()
         learner = make_learner(cfg, self.n)
         bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"])
-        self.resumed_from = None
+        self.resumed_from, self.resume_skipped = None, []
         if resume:
-            if self.snap_path.exists():
-                meta, arrays = snapshots.read(self.snap_path)
-                snapshots.restore(meta, arrays, learner, bank)
-                self.resumed_from = str(self.snap_path)
-                log.info("resumed from %s: %d steps, contexts %s (active %s)", self.snap_path,
-                         learner.n_steps, bank.names, bank.current)
-            else:
+            newest = snapshots.read_newest(self.snap_path)  # StateFileError: none readable
+            if newest is None:
                 log.warning("--resume: no snapshot at %s; starting fresh", self.snap_path)
+            else:
+                path, meta, arrays, skipped = newest
+                snapshots.restore(meta, arrays, learner, bank)
+                self.resumed_from = str(path)
+                self.resume_skipped = [{"path": p, "why": why} for p, why in skipped]
+                for p, why in skipped:
+                    log.warning("--resume: skipped the newer %s: %s", p, why)
+                log.info("resumed from %s: %d steps, contexts %s (active %s)", path,
+                         learner.n_steps, bank.names, bank.current)
         predictor = self._warm_up()
         self._set_context(bank.current)
         self._known = set(bank.names)  # contexts the bank holds once queued switches are done
@@ -147,6 +162,9 @@ class Daemon:
         realtime.pin_to(self._serving_cpus)  # before the context: its I/O threads inherit it
         self._zmq = zmq.Context()
         self._sockets()
+        if self._move_aside:
+            aside = snapshots.move_aside(self.snap_path)
+            log.warning("--fresh: the previous snapshots were moved to %s", aside)
         self.realtime: dict = {}
 
     def _warm_up(self) -> OnlineLearner:
@@ -292,7 +310,7 @@ class Daemon:
                 serving.try_refresh()
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + interval  # no burst after a stall
-                    self.call("snapshot", {"path": str(self.snap_path),
+                    self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
                                            "counters": self._counters(), "wait": False})
         finally:
             self._shutdown()
@@ -488,7 +506,7 @@ class Daemon:
         if self.learning.proc.is_alive() and not self._lost:
             if self._fill:
                 self._submit()
-            job = self.call("snapshot", {"path": str(self.snap_path),
+            job = self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
                                          "counters": self._counters(), "wait": True})
             deadline = time.monotonic() + JOB_TIMEOUT
             while not job.done.is_set() and time.monotonic() < deadline:
@@ -523,7 +541,8 @@ class Daemon:
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
-                  "resumed_from": self.resumed_from, "warmup_s": self.warmup_s,
+                  "resumed_from": self.resumed_from, "resume_skipped": self.resume_skipped,
+                  "warmup_s": self.warmup_s,
                   "realtime": self.realtime})
         return d
 
@@ -538,8 +557,9 @@ class Daemon:
             return {"stopping": True}
         if cmd == "save":
             path = snapshots.confined(self.snap_dir, args.get("path", self.cfg["snapshots"]["file"]))
-            return self.call("snapshot", {"path": str(path), "counters": self._counters(),
-                                          "wait": True}).wait()
+            keep = self.snap_keep if path == self.snap_path else 1
+            return self.call("snapshot", {"path": str(path), "keep": keep,
+                                          "counters": self._counters(), "wait": True}).wait()
         if cmd in ("load", "reset"):
             if cmd == "load":
                 name, job_args = "load", {"path": str(snapshots.confined(self.snap_dir, args["path"]))}

@@ -323,14 +323,14 @@ class LearningProcess:
         self.arena.publish(self.learner, epoch)
         return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names}
 
-    def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool):
+    def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool, keep: int = 1):
         """Captured here (in learning order), written by the writer thread in FIFO order; with
         wait, the writer replies once the file is on disk."""
         meta, arrays = snapshots.capture(self.learner, self.bank,
                                          {"steps": self.stats.steps,
                                           "samples": self.stats.samples_learned, **counters})
         meta["robot"] = self.robot_name
-        self._writer.todo.put((path, meta, arrays, job_id if wait else None))
+        self._writer.todo.put((path, meta, arrays, keep, job_id if wait else None))
         return DEFERRED if wait else {"queued": path}
 
     def _job_load(self, job_id: int, path: str, epoch: int) -> dict:
@@ -373,10 +373,10 @@ class _SnapshotWriter(threading.Thread):
 
     def run(self) -> None:
         while (item := self.todo.get()) is not None:
-            path, meta, arrays, job_id = item
+            path, meta, arrays, keep, job_id = item
             error = None
             try:
-                snapshots.write(path, meta, arrays)
+                snapshots.write(path, meta, arrays, keep)
                 self.stats.snapshots_written += 1
                 self.stats.last_snapshot = str(path)
             except Exception as e:  # a full disk must not stop learning
