@@ -105,3 +105,25 @@ def test_start_without_resume_refuses_to_overwrite_then_resume_and_fresh(tmp_pat
         assert d3.status()["learner"]["steps"] == 0
     (aside,) = tmp_path.joinpath("snapshots").glob("previous-*")
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == now
+
+
+def test_snapshot_write_failures_show_in_status_log_once_and_fail_the_exit(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the snapshot directory should be")
+    cfg = {**TINY, "snapshots": {"dir": str(blocked / "snaps"), "interval": 0.1}}
+    with DaemonProcess(tmp_path, cfg) as d:
+        wait_for(lambda: d.status()["snapshots"]["errors"] >= 3)
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            for s in synthetic_stream(50):
+                c.publish(s)
+            got = [c.recv_prediction(30) for _ in range(50)]
+        assert all(p is not None and p.valid for p in got)  # still serving
+        st = d.status()["snapshots"]
+        assert st["last_time"] is None and st["written"] == 0
+        assert "snaps" in st["last_error"] and st["last_error_time"] > 0
+        blocked.unlink()  # the disk is back
+        wait_for(lambda: d.status()["snapshots"]["written"] >= 1)
+        st = d.status()["snapshots"]
+        assert st["last_time"] >= st["last_error_time"] and st["errors"] >= 3
+        assert d.stop() == 5
+    assert d.log_tail(100_000).count("failed: [Errno 20]") == 1  # ENOTDIR, logged once

@@ -140,6 +140,7 @@ class Daemon:
         self._lost = False
         self._refused: set[str] = set()
         self.stopping = False
+        self.exit_code = 0  # 5 if a snapshot write failed during the run
         self._epochs = itertools.count(1)
         self._jobs: dict[int, Job] = {}
         self._job_ids = itertools.count()
@@ -314,7 +315,7 @@ class Daemon:
                                            "counters": self._counters(), "wait": False})
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -513,8 +514,17 @@ class Daemon:
                 self._pump(0.1)
             if not job.done.is_set():
                 log.error("final snapshot not written within %.0f s", JOB_TIMEOUT)
+                self.exit_code = 5
             elif job.error is not None:
                 log.error("final snapshot failed: %s", job.error)
+            status = self.call("status")  # after the final snapshot: every write counted
+            while not status.done.is_set() and time.monotonic() < deadline:
+                self._pump(0.1)
+            errors = status.result["stats"]["snapshots"]["errors"] if status.result else None
+            if errors != 0:
+                log.error("%s snapshot writes failed during this run: exit code 5",
+                          "some" if errors is None else errors)
+                self.exit_code = 5
             self._send(("stop",))
             self.learning.proc.join(STOP_WAIT)
         self.learning.kill()

@@ -210,7 +210,7 @@ class LearningProcess:
         self.say = RateLimitedLog(log, self.guard["log_interval"])
         self._good = None
         self._save_good()
-        self._writer = _SnapshotWriter(self.stats, self.say, self._reply)
+        self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
         while True:
             msg = conn.recv()
@@ -362,9 +362,9 @@ DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
 class _SnapshotWriter(threading.Thread):
     """File I/O off the learning loop (learning process), in the order of capture."""
 
-    def __init__(self, stats: Stats, say: RateLimitedLog, reply):
+    def __init__(self, stats: Stats, reply):
         super().__init__(name="rtlearn-snapshots", daemon=True)
-        self.stats, self.say, self.reply = stats, say, reply
+        self.stats, self.reply = stats, reply
         self.todo: queue.SimpleQueue = queue.SimpleQueue()
 
     def stop(self) -> None:
@@ -377,11 +377,11 @@ class _SnapshotWriter(threading.Thread):
             error = None
             try:
                 snapshots.write(path, meta, arrays, keep)
-                self.stats.snapshots_written += 1
-                self.stats.last_snapshot = str(path)
+                self.stats.snapshot_written(path)
             except Exception as e:  # a full disk must not stop learning
-                self.stats.snapshot_errors += 1
+                if self.stats.snapshot_failed(e):  # each kind logged once; all in status
+                    log.error("snapshot %s failed: %s (further failures of this kind are only "
+                              "counted in status; the exit code will be 5)", path, e)
                 error = OSError(f"snapshot {path} failed: {e}")
-                self.say("snapshot", str(error), logging.ERROR)
             if job_id is not None:
                 self.reply(job_id, error, {"saved": str(path)})

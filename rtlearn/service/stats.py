@@ -8,6 +8,7 @@ losses, contexts and snapshots (`Daemon.status` merges them). Counters are plain
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import Counter
@@ -85,6 +86,10 @@ class Stats:
         self.snapshots_written = 0
         self.snapshot_errors = 0
         self.last_snapshot: str | None = None
+        self.last_snapshot_time: float | None = None   # wall clock of the last one written
+        self.snapshot_last_error: str | None = None
+        self.snapshot_last_error_time: float | None = None
+        self._snapshot_error_kinds: set[str] = set()
         self.latency = Ring()      # packet received -> prediction sent, inside the daemon
         self.step_time = Ring(4096)
         self.preq_sum = np.zeros(n_joints)   # sum of squared prediction errors, N*m^2
@@ -103,6 +108,21 @@ class Stats:
             self.learn_loss += a * (learn_loss - self.learn_loss)
         self.preq_sum += sq_err_sum
         self.preq_count += n
+
+    def snapshot_written(self, path) -> None:
+        self.snapshots_written += 1
+        self.last_snapshot, self.last_snapshot_time = str(path), time.time()
+
+    def snapshot_failed(self, error: BaseException) -> bool:
+        """Count a failed snapshot write; True the first time its kind (errno name, else
+        exception type) is seen, so that each kind is logged once."""
+        self.snapshot_errors += 1
+        self.snapshot_last_error, self.snapshot_last_error_time = str(error), time.time()
+        code = getattr(error, "errno", None)
+        kind = errno.errorcode.get(code, type(error).__name__) if code else type(error).__name__
+        first = kind not in self._snapshot_error_kinds
+        self._snapshot_error_kinds.add(kind)
+        return first
 
     def reset_losses(self) -> None:
         self.preq_sum[:] = 0.0
@@ -130,5 +150,7 @@ class Stats:
             "contexts": {"switches": self.context_switches, "created": self.contexts_created,
                          "restored": self.contexts_restored},
             "snapshots": {"written": self.snapshots_written, "errors": self.snapshot_errors,
-                          "last": self.last_snapshot},
+                          "last": self.last_snapshot, "last_time": self.last_snapshot_time,
+                          "last_error": self.snapshot_last_error,
+                          "last_error_time": self.snapshot_last_error_time},
         }
