@@ -3,10 +3,12 @@ each against a real daemon subprocess on loopback."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from rtlearn.service.launch import DaemonProcess, free_tcp_port, to_toml
 from rtlearn.service.synthetic import synthetic_stream
 
 TINY = {"learner": {"hidden": [8]}}
+ROBOTS = Path(__file__).resolve().parents[1] / "robots"
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
@@ -127,3 +130,42 @@ def test_snapshot_write_failures_show_in_status_log_once_and_fail_the_exit(tmp_p
         assert st["last_time"] >= st["last_error_time"] and st["errors"] >= 3
         assert d.stop() == 5
     assert d.log_tail(100_000).count("failed: [Errno 20]") == 1  # ENOTDIR, logged once
+
+
+def test_predictions_beyond_the_robots_torque_limits_are_invalid(tmp_path):
+    """A robot file whose limits (0.5 N*m) the learned torques (~25 N*m) exceed: such
+    predictions go out with valid = false and zero torque; the others are within them."""
+    text = (ROBOTS / "kuka_iiwa.toml").read_text()
+    text = re.sub(r"(?m)^torque_limits = .*$", "torque_limits = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]", text)
+    robot = tmp_path / "weak_iiwa.toml"
+    robot.write_text(text)
+    limit = 0.5
+    with DaemonProcess(tmp_path, TINY, robot=str(robot)) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            preds = []
+            for s in synthetic_stream(1500):
+                c.publish(s)
+                preds += iter(c.poll_prediction, None)
+            while len(preds) < 1500 and (p := c.recv_prediction(30)) is not None:
+                preds.append(p)
+        st = d.status()["packets"]
+    assert len(preds) == 1500
+    invalid = [p for p in preds if not p.valid]
+    assert all(np.abs(p.tau).max() <= limit for p in preds if p.valid)
+    assert all((p.tau == 0).all() for p in invalid)
+    assert len(invalid) > 500  # the model learned torques far beyond 0.5 N*m
+    assert st["invalid_predictions"] == st["over_limit_predictions"] == len(invalid)
+
+
+def test_an_infinite_torque_margin_turns_the_check_off(tmp_path):
+    text = (ROBOTS / "kuka_iiwa.toml").read_text()
+    text = re.sub(r"(?m)^torque_limits = .*$", "torque_limits = [1e-9, 1e-9, 1e-9, 1e-9, 1e-9, 1e-9, 1e-9]", text)
+    robot = tmp_path / "weak_iiwa.toml"
+    robot.write_text(text)
+    with DaemonProcess(tmp_path, {**TINY, "guard": {"torque_margin": float("inf")}},
+                       robot=str(robot)) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            for s in synthetic_stream(20):
+                c.publish(s)
+            preds = [c.recv_prediction(30) for _ in range(20)]
+    assert all(p is not None and p.valid for p in preds)

@@ -71,7 +71,7 @@ class Prediction(NamedTuple):
     t: float            # that packet's t
     tau: np.ndarray     # (n,) predicted torque, N*m; zeros when not valid
     context: str        # payload context whose model made it
-    valid: bool         # False: the model had no finite answer; do not apply tau
+    valid: bool         # False: no finite answer within the torque limits; do not apply tau
 
 
 class Hello(NamedTuple):
@@ -231,6 +231,17 @@ def encode_prediction(seq: int, t: float, tau, context: str, valid: bool = True)
     return msgpack.packb({"v": VERSION, "kind": "prediction", "seq": seq, "t": t,
                           "tau": tau if type(tau) is list else tau.tolist(), "ctx": context,
                           "valid": valid})
+
+
+def torque_problem(tau, limit) -> str | None:
+    """Why a predicted torque may not be published as valid: "non_finite" (NaN or inf in a
+    joint), "over_limit" (|tau[j]| > limit[j], limit = robot torque limits x margin), or None.
+    The reference of rtlearn.kernels.packet.check_torque."""
+    if not all(math.isfinite(x) for x in tau):
+        return "non_finite"
+    if any(abs(x) > lim for x, lim in zip(tau, limit)):
+        return "over_limit"
+    return None
 
 
 def encode_hello(n_joints: int, context: str) -> bytes:

@@ -66,6 +66,9 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "batch_queue": (64, "learning batches that may wait for the learning process; when "
                         "full the daemon stops reading until one is free (nothing is dropped)"),
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
+        "torque_margin": (1.0, "a prediction beyond this times the robot's torque_limits (any "
+                          "joint) is published with valid = false and zero torque; inf: no "
+                          "limit check (non-finite predictions are always invalid)"),
     },
     "realtime": {
         "learning_cpus": ([-1], "CPUs of the learning process, as indices into the CPUs the "
@@ -207,6 +210,8 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         # a SCHED_FIFO thread that never sleeps would starve its CPU's ZeroMQ I/O thread
         raise ConfigError(f"{where}: realtime.priority with realtime.spin needs at least 2 "
                           "serving CPUs")
+    if not cfg["guard"]["torque_margin"] > 0:
+        raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
     if cfg["snapshots"]["keep"] < 1:
         raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:

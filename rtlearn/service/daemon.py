@@ -156,6 +156,8 @@ class Daemon:
         self._slot = self._free.popleft()
         self._fill = 0
         self._zeros = np.zeros(self.n)
+        self._limit = np.ascontiguousarray(self.robot.torque_limits, np.float64) \
+            * float(self.cfg["guard"]["torque_margin"])
         self._vec = np.zeros((4, self.n))
         self._head = np.zeros(K.HEAD_LEN, np.int64)
         self._head_f64 = self._head.view(np.float64)
@@ -180,6 +182,7 @@ class Daemon:
         frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
         K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),
                       np.frombuffer(b"warm-up", np.uint8))
+        K.check_torque(z, z)
         K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
                                  np.frombuffer(b"warm-up", np.uint8), True)
         ring = Ring(2)
@@ -424,13 +427,19 @@ class Daemon:
         x[2 * n:] = self._qdd.update_into(t, qd, x[2 * n:]) if qdd is None else qdd
         arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
-        # (a sum beyond 1e308 N*m counts as non-finite too: no such prediction is usable)
-        valid = math.isfinite(pred.sum())
+        problem = K.check_torque(pred, self._limit)
+        valid = problem == K.TORQUE_OK
         if not valid:
             pred = self._zeros
             self.stats.invalid_predictions += 1
-            self._rollback_requested = True
-            self.say("nonfinite", "the model predicted NaN/inf: published valid=false, rolling back")
+            if problem == K.TORQUE_NON_FINITE:
+                self._rollback_requested = True
+                self.say("nonfinite", "the model predicted NaN/inf: published valid=false, "
+                                      "rolling back")
+            else:
+                self.stats.over_limit_predictions += 1
+                self.say("over_limit", "a prediction exceeded the torque limits (x guard."
+                                       "torque_margin): published valid=false, zero torque")
         arena.P[self._slot, i] = pred
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else

@@ -71,7 +71,8 @@ class Stats:
         self.started = time.time()
         self.received = 0          # frames read from the state socket
         self.predicted = 0         # predictions published (one per accepted state)
-        self.invalid_predictions = 0  # published with valid=false (model had no finite answer)
+        self.invalid_predictions = 0  # published with valid=false: non-finite or over the limits
+        self.over_limit_predictions = 0  # of those, finite but beyond the torque limits
         self.rejected = Counter()  # reason -> count
         self.lost = 0              # sequence gaps
         self.stream_restarts = 0
@@ -136,6 +137,7 @@ class Stats:
             "uptime_s": time.time() - self.started,
             "packets": {"received": self.received, "predicted": self.predicted,
                         "invalid_predictions": self.invalid_predictions,
+                        "over_limit_predictions": self.over_limit_predictions,
                         "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
                         "lost": self.lost, "stream_restarts": self.stream_restarts},
             "latency_ms": self.latency.summary_ms(),
