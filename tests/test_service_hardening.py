@@ -10,16 +10,27 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
+import zmq
 
 from rtlearn.protocol.client import RobotClient
+from rtlearn.protocol.schema import encode_state
 from rtlearn.service import snapshots
 from rtlearn.service.launch import DaemonProcess, free_tcp_port, to_toml
-from rtlearn.service.synthetic import synthetic_stream
+from rtlearn.service.synthetic import synthetic_state, synthetic_stream
 
 TINY = {"learner": {"hidden": [8]}}
 ROBOTS = Path(__file__).resolve().parents[1] / "robots"
+
+
+def wait_status(d: DaemonProcess, done, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not done(st := d.status()):
+        assert time.monotonic() < deadline, f"status not reached in time: {st}"
+        time.sleep(0.05)
+    return st
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
@@ -169,3 +180,68 @@ def test_an_infinite_torque_margin_turns_the_check_off(tmp_path):
                 c.publish(s)
             preds = [c.recv_prediction(30) for _ in range(20)]
     assert all(p is not None and p.valid for p in preds)
+
+
+class RawPeer:
+    """A raw XPUB on the state socket (past the slow-joiner) and a SUB on the predictions."""
+
+    def __init__(self, d: DaemonProcess):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.connect(d.endpoints["state"])
+        assert self.pub.poll(10_000), "daemon never subscribed"
+        self.pub.recv()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(d.endpoints["prediction"])
+        assert self.sub.poll(10_000), "no hello"
+        self.sub.recv()
+
+    def send(self, seq: int, stream: int) -> None:
+        state = synthetic_state(seq % 10_000)  # the motion repeats; seq is what matters here
+        state.seq = seq
+        self.pub.send(encode_state(state, stream))
+
+    def answers(self, count: int, timeout_ms: int = 10_000) -> list[int]:
+        """The seqs of the predictions received, until `count` or a silence of timeout_ms."""
+        out = []
+        while len(out) < count and self.sub.poll(timeout_ms):
+            msg = msgpack.unpackb(self.sub.recv())
+            if msg["kind"] == "prediction":
+                out.append(msg["seq"])
+        return out
+
+    def close(self) -> None:
+        self.pub.close(linger=0)
+        self.sub.close(linger=0)
+        self.ctx.term()
+
+
+def test_one_far_ahead_packet_does_not_block_its_stream(tmp_path):
+    with DaemonProcess(tmp_path, TINY) as d:
+        peer = RawPeer(d)
+        sent = list(range(100)) + [2 ** 62] + list(range(100, 2100))
+        for seq in sent:
+            peer.send(seq, stream=77)
+        got = peer.answers(len(sent) - 2)
+        peer.close()
+        st = wait_status(d, lambda st: st["packets"]["received"] >= len(sent))["packets"]
+    # the stray one is answered (it is a valid packet); 100 and 101 are out_of_order, then
+    # 102 (the third consecutive one below 2^62) resyncs the stream
+    assert got == list(range(100)) + [2 ** 62] + list(range(102, 2100))
+    assert st["rejected"] == {"out_of_order": 2}
+    assert st["resyncs"] == 2 and st["lost"] == 0
+
+
+def test_status_survives_huge_sequence_jumps(tmp_path):
+    with DaemonProcess(tmp_path, TINY) as d:
+        peer = RawPeer(d)
+        for stream in (1, 2, 3):
+            peer.send(0, stream)
+            peer.send(2 ** 63 - 1, stream)
+        assert len(peer.answers(6)) == 6
+        peer.close()
+        st = d.status()["packets"]  # lost would be 3 (2^63 - 2) > 2^64 without the bound
+    assert st["lost"] == 0 and st["resyncs"] == 3 and st["stream_restarts"] == 2

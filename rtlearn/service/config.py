@@ -63,6 +63,12 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "good_every": (200, "learning steps between saved known-good states (rollback targets)"),
         "stream_timeout": (1.0, "s of silence after which a lower seq from a publisher without "
                            "stream id counts as a restarted stream, not as out-of-order"),
+        "max_seq_jump": (100_000, "a seq more than this above the previous one (same stream) "
+                         "resynchronises the stream (counted in resyncs), instead of counting "
+                         "the gap as lost"),
+        "resync_after": (3, "this many consecutive packets (each seq one above the last) "
+                         "below the previous seq resynchronise the stream at the last of them; "
+                         "the ones before are out_of_order"),
         "batch_queue": (64, "learning batches that may wait for the learning process; when "
                         "full the daemon stops reading until one is free (nothing is dropped)"),
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
@@ -212,6 +218,8 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
                           "serving CPUs")
     if not cfg["guard"]["torque_margin"] > 0:
         raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
+    if cfg["guard"]["max_seq_jump"] < 1 or cfg["guard"]["resync_after"] < 2:
+        raise ConfigError(f"{where}: guard.max_seq_jump >= 1 and guard.resync_after >= 2")
     if cfg["snapshots"]["keep"] < 1:
         raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:

@@ -151,6 +151,10 @@ class Daemon:
         self._rollback_requested = False
         self._last_seq: int | None = None
         self._stream: int | None = None
+        self._behind, self._behind_run = -2, 0  # last packet below _last_seq, run length
+        guard = self.cfg["guard"]
+        self._stream_timeout = float(guard["stream_timeout"])
+        self._max_jump, self._resync_after = int(guard["max_seq_jump"]), int(guard["resync_after"])
         self._last_arrival = 0.0
         self._qdd = CausalDerivative(self.n)
         self._slot = self._free.popleft()
@@ -400,16 +404,26 @@ class Daemon:
                 self._new_stream(f"stream id {self._stream} -> {stream}")
             self._stream = stream
         elif seq <= last:
-            if stream is None and arrival - self._last_arrival > self.cfg["guard"]["stream_timeout"]:
+            if stream is None and arrival - self._last_arrival > self._stream_timeout:
                 self._new_stream(f"seq went back from {last} to {seq} after a silence")
+            elif seq == self._behind + 1 and self._behind_run + 1 >= self._resync_after:
+                self._resync(f"{self._resync_after} consecutive packets below seq {last}, "
+                             f"up to {seq}")
             else:
+                # a run of consecutive packets below the high-water mark resyncs the stream
+                # (one stray far-ahead packet must not block it); anything else is rejected
+                self._behind_run = self._behind_run + 1 if seq == self._behind + 1 else 1
+                self._behind = seq
                 self._reject("duplicate_seq" if seq == last else "out_of_order",
                              f"seq {seq} after {last}")
                 return
+        elif seq - last > self._max_jump:
+            self._resync(f"seq jumped from {last} to {seq}")
         elif seq > last + 1:
             self.stats.lost += seq - last - 1
             self.say("lost", f"sequence gap: {seq - last - 1} packets lost before seq {seq}")
         self._last_seq, self._last_arrival = seq, arrival
+        self._behind_run = 0
 
         wanted = label
         if self.pending_context is not None:
@@ -449,6 +463,12 @@ class Daemon:
         self._fill = i + 1
         if self._fill == arena.X.shape[1]:
             self._submit()
+
+    def _resync(self, why: str) -> None:
+        """Same stream, new sequence: neither the skipped nor the passed-over seqs are lost."""
+        self.stats.resyncs += 1
+        self._qdd.reset()
+        self.say("resync", f"stream resynchronised ({why})")
 
     def _new_stream(self, why: str) -> None:
         self.stats.stream_restarts += 1

@@ -76,6 +76,7 @@ class Stats:
         self.rejected = Counter()  # reason -> count
         self.lost = 0              # sequence gaps
         self.stream_restarts = 0
+        self.resyncs = 0           # same stream, far jump or run below the high-water seq
         self.context_switches = 0
         self.contexts_created = 0
         self.contexts_restored = 0
@@ -139,7 +140,8 @@ class Stats:
                         "invalid_predictions": self.invalid_predictions,
                         "over_limit_predictions": self.over_limit_predictions,
                         "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
-                        "lost": self.lost, "stream_restarts": self.stream_restarts},
+                        "lost": self.lost, "stream_restarts": self.stream_restarts,
+                        "resyncs": self.resyncs},
             "latency_ms": self.latency.summary_ms(),
             "learning": {"steps": self.steps, "samples": self.samples_learned,
                          "deadline_misses": self.deadline_misses,
