@@ -16,8 +16,9 @@ import pytest
 import zmq
 
 from rtlearn.protocol.client import RobotClient
-from rtlearn.protocol.schema import encode_state
+from rtlearn.protocol.schema import encode_request, encode_state
 from rtlearn.service import snapshots
+from rtlearn.service.control import ControlClient
 from rtlearn.service.launch import DaemonProcess, free_tcp_port, to_toml
 from rtlearn.service.synthetic import synthetic_state, synthetic_stream
 
@@ -245,3 +246,30 @@ def test_status_survives_huge_sequence_jumps(tmp_path):
         peer.close()
         st = d.status()["packets"]  # lost would be 3 (2^63 - 2) > 2^64 without the bound
     assert st["lost"] == 0 and st["resyncs"] == 3 and st["stream_restarts"] == 2
+
+
+def test_an_oversized_control_request_is_refused_before_it_is_read(tmp_path):
+    with DaemonProcess(tmp_path, TINY) as d:
+        with ControlClient(d.endpoints["control"], 2.0) as big:
+            with pytest.raises(TimeoutError):  # ZMQ_MAXMSGSIZE: the connection is dropped
+                big.request_raw(encode_request("status") + b"\x00" * (1 << 20))
+        reply = msgpack.unpackb(d.ctl.request_raw(b"\x00" * 1000))  # below the limit: decoded
+        assert reply["error"]["reason"] == "malformed"
+        assert d.status()["robot"] == "kuka_iiwa"  # other clients are served
+
+
+def test_a_subscription_storm_gets_a_bounded_number_of_hellos(tmp_path):
+    with DaemonProcess(tmp_path, TINY) as d:
+        peer = RawPeer(d)  # its own hello proves new subscribers are still greeted
+        storm = peer.ctx.socket(zmq.XSUB)
+        storm.setsockopt(zmq.LINGER, 0)
+        storm.connect(d.endpoints["prediction"])
+        for _ in range(15_000):
+            storm.send(b"\x01")
+        d.status()  # the daemon has run its loop since
+        hellos = 0
+        while peer.sub.poll(1000):  # until a second without any
+            hellos += msgpack.unpackb(peer.sub.recv())["kind"] == "hello"
+        storm.close(linger=0)
+        peer.close()
+    assert 1 <= hellos < 100, hellos  # one per 0.1 s at most, not one per subscription

@@ -14,7 +14,8 @@ import zmq
 
 from rtlearn.learner import StateFileError
 from rtlearn.protocol.client import use_endpoint
-from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, ControlError, ProtocolError,
+from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, MAX_CONTROL_FRAME, ControlError,
+                                     ProtocolError,
                                      decode_reply, decode_request, encode_error, encode_reply,
                                      encode_request)
 from rtlearn.service.snapshots import SnapshotPathError
@@ -33,6 +34,10 @@ class ControlServer(threading.Thread):
         self._auth = None
         self.sock = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ refuses a longer request before it is in memory (and drops that connection:
+        # acceptable here, unlike on the state socket); decode_request's own check then never
+        # sees an oversized frame from the socket
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
         try:
             if sec["curve_secret_key"]:
                 if sec["curve_clients"]:

@@ -47,6 +47,7 @@ POLL_MS = 10            # idle wake-up: control hand-offs and snapshot timer
 SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would stall packets)
 JOB_TIMEOUT = 120.0     # s a control command waits for the learning process
 STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that does not answer
+HELLO_INTERVAL = 0.1    # s between two hellos on the prediction socket
 
 
 def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
@@ -151,6 +152,7 @@ class Daemon:
         self._rollback_requested = False
         self._last_seq: int | None = None
         self._stream: int | None = None
+        self._hello_due, self._next_hello = False, 0.0
         self._behind, self._behind_run = -2, 0  # last packet below _last_seq, run length
         guard = self.cfg["guard"]
         self._stream_timeout = float(guard["stream_timeout"])
@@ -313,6 +315,8 @@ class Daemon:
                     busy_until = now() + spin
                 if pub in ready:
                     self._drain_subscriptions()
+                elif self._hello_due:
+                    self._say_hello()
                 if ready:
                     self._pump()
                 serving.try_refresh()
@@ -328,13 +332,23 @@ class Daemon:
         self.stopping = True
 
     def _drain_subscriptions(self) -> None:
+        """New subscriptions make a hello due. A hello reaches every subscriber (PUB
+        semantics), so one serves all that arrived meanwhile: at most one per HELLO_INTERVAL,
+        however many subscriptions a peer sends."""
         while True:
             try:
                 frame = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             if frame[:1] == b"\x01":
-                self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+                self._hello_due = True
+        self._say_hello()
+
+    def _say_hello(self) -> None:
+        now = time.monotonic()
+        if self._hello_due and now >= self._next_hello:
+            self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+            self._hello_due, self._next_hello = False, now + HELLO_INTERVAL
 
     def _drain_states(self) -> None:
         sub, serving = self.sub, self.serving
