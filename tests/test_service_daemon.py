@@ -301,14 +301,29 @@ def test_reset_and_load_through_control_change_the_served_model(tmp_path):
         np.testing.assert_allclose(back.tau, trained.tau, rtol=1e-9, atol=1e-9)
 
 
-def test_a_full_context_bank_keeps_packets_in_the_active_context(tmp_path):
-    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 2}}) as d:
+def test_a_full_context_bank_forgets_the_least_recently_used_idle_context(tmp_path):
+    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 3}}) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
-            preds = send_all(c, [synthetic_state(k, context="a") for k in range(20)]
-                             + [synthetic_state(k, context="b") for k in range(20, 40)])
-        st = wait_learned(d, 40)
-    assert [p.context for p in preds] == ["a"] * 40  # "b" refused: the bank holds default, a
-    assert st["contexts_known"] == ["a", "default"] and st["context"] == "a"
+            labels = ["a"] * 20 + ["b"] * 20 + ["c"] * 20  # c: default (idle longest) goes
+            preds = send_all(c, [synthetic_state(k, context=x) for k, x in enumerate(labels)])
+            st = wait_status(d, lambda st: st["contexts"]["switches"] >= 3)
+            assert st["contexts_known"] == ["a", "b", "c"] and st["contexts"]["evicted"] == 1
+            labels += ["a", "default"]  # a is restored; default is new again and evicts b
+            preds += send_all(c, [synthetic_state(60, context="a"),
+                                  synthetic_state(61, context="default")])
+        st = wait_status(d, lambda st: st["contexts"]["switches"] >= 5)
+    assert [p.context for p in preds] == labels  # no switch refused
+    assert st["contexts_known"] == ["a", "c", "default"] and st["context"] == "default"
+    assert st["contexts"]["evicted"] == 2 and st["contexts"]["restored"] == 1
+
+
+def test_a_bank_of_one_context_refuses_switches(tmp_path):
+    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 1}}) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            preds = send_all(c, [synthetic_state(k, context="a") for k in range(20)])
+        st = wait_learned(d, 20)
+    assert [p.context for p in preds] == ["default"] * 20
+    assert st["contexts_known"] == ["default"] and st["contexts"]["evicted"] == 0
     assert "context bank full" in d.log_tail()
 
 

@@ -115,7 +115,8 @@ class Daemon:
                          learner.n_steps, bank.names, bank.current)
         predictor = self._warm_up()
         self._set_context(bank.current)
-        self._known = set(bank.names)  # contexts the bank holds once queued switches are done
+        # contexts the bank holds once queued switches are done, least recently active first
+        self._known = dict.fromkeys(bank.parked) | {bank.current: None}
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
         self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
@@ -521,15 +522,24 @@ class Daemon:
         model and restores / creates the new one in order; samples already buffered belong
         to the old context, so they are learned there first."""
         if name not in self._known and len(self._known) >= self.cfg["contexts"]["max_contexts"]:
-            self._refused.add(name)  # do not retry on every packet
-            self.say("context", f"context bank full ({len(self._known)}); not creating {name!r}",
-                     logging.ERROR)
-            return
+            if len(self._known) < 2:  # max_contexts 1: nothing idle to evict
+                self._refused.add(name)  # do not retry on every packet
+                self.say("context", f"context bank full ({len(self._known)}); not creating "
+                                    f"{name!r}", logging.ERROR)
+                return
+            # the learning process evicts the same one, the least recently used idle context
+            evicted = next(k for k in self._known if k != self.context)
+            del self._known[evicted]
+            self.serving.frozen.pop(evicted, None)
+            self.say("evicted", f"context bank full: forgot the least recently used context "
+                                f"{evicted!r} for {name!r}")
         if self._fill:
             self._submit()
         job = self.call("switch", {"name": name}, epoch=True, on_reply=self._switched)
         self.serving.switch(name, job.args["epoch"])
-        self._known.add(name)
+        self._known.pop(self.context, None)  # re-inserted last: the most recently active
+        self._known[self.context] = None
+        self._known[name] = None
         self._set_context(name)
 
     def _switched(self, job: Job) -> None:
@@ -537,7 +547,11 @@ class Daemon:
         r = job.result
         if job.args["epoch"] != self.serving.epoch:
             return  # a later switch / reset / load decides
-        self._known = set(r["contexts"])
+        held = set(r["contexts"])
+        self._known = dict.fromkeys([k for k in self._known if k in held]
+                                    + [k for k in r["contexts"] if k not in self._known])
+        for gone in set(self.serving.frozen) - held:
+            del self.serving.frozen[gone]
         if r["outcome"] == "refused":  # its bank was full after all: stay where it is
             self._refused.add(job.args["name"])
             self._set_context(r["context"])
@@ -625,7 +639,7 @@ class Daemon:
                     with self._pending_lock:
                         self.pending_context = None
                     self._set_context(job.result["context"])
-                    self._known = set(job.result.get("contexts", [self.context]))
+                    self._known = dict.fromkeys(job.result.get("contexts", [self.context]))
                     self._refused = set()
                     self.serving.replace(self.context, job.args["epoch"], parked)
             return self.call(name, job_args, on_reply=replaced, epoch=True).wait()

@@ -313,6 +313,8 @@ class LearningProcess:
             outcome = "refused"
             self.say("context", str(e), logging.ERROR)
         self.epoch = epoch  # the serving side takes only models of this epoch from now on
+        if self.bank.last_evicted is not None:
+            self.stats.contexts_evicted += 1
         if outcome in ("created", "restored"):
             self.stats.context_switches += 1
             if outcome == "created":
@@ -321,7 +323,8 @@ class LearningProcess:
                 self.stats.contexts_restored += 1
             self._save_good()
         self.arena.publish(self.learner, epoch)
-        return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names}
+        return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
+                "evicted": self.bank.last_evicted}
 
     def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool, keep: int = 1):
         """Captured here (in learning order), written by the writer thread in FIFO order; with

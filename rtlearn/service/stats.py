@@ -80,6 +80,7 @@ class Stats:
         self.context_switches = 0
         self.contexts_created = 0
         self.contexts_restored = 0
+        self.contexts_evicted = 0    # least recently used idle ones, for new ones in a full bank
         self.deadline_misses = 0   # a batch was due while the previous step still ran
         self.backpressure_waits = 0  # the batch queue was full: reading paused (nothing lost)
         self.steps = 0
@@ -152,7 +153,7 @@ class Stats:
                             "recent_mse_per_joint": self.preq_recent.tolist(),
                             "recent_learner_loss_per_joint": self.learn_loss.tolist()},
             "contexts": {"switches": self.context_switches, "created": self.contexts_created,
-                         "restored": self.contexts_restored},
+                         "restored": self.contexts_restored, "evicted": self.contexts_evicted},
             "snapshots": {"written": self.snapshots_written, "errors": self.snapshot_errors,
                           "last": self.last_snapshot, "last_time": self.last_snapshot_time,
                           "last_error": self.snapshot_last_error,
