@@ -181,11 +181,7 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
             raise ConfigError(f"{where}: endpoints.control {cfg['endpoints']['control']!r} is not "
                               "loopback: set security.curve_secret_key and curve_public_key "
                               "(`rtlearn ctl keygen`)")
-    for key in ("curve_secret_key", "curve_public_key"):
-        if sec[key] and len(sec[key]) != 40:
-            raise ConfigError(f"{where}: security.{key} must be a 40-character Z85 key")
-    if any(not isinstance(k, str) or len(k) != 40 for k in sec["curve_clients"]):
-        raise ConfigError(f"{where}: security.curve_clients must be 40-character Z85 keys")
+    _validate_curve(sec, where)
     if cfg["learner"]["batch_size"] < 1 or cfg["guard"]["batch_queue"] < 2:
         raise ConfigError(f"{where}: learner.batch_size >= 1 and guard.batch_queue >= 2")
     try:
@@ -226,6 +222,47 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):
         raise ConfigError(f"{where}: snapshots.file is a plain file name")
+
+
+def z85_key_error(key) -> str | None:
+    """Why `key` is not a Z85-encoded CURVE key (40 characters for 32 bytes), or None."""
+    from zmq.utils import z85
+
+    if not isinstance(key, str) or len(key) != 40:
+        return "must be a 40-character Z85 key (`rtlearn ctl keygen`)"
+    try:
+        z85.decode(key.encode("ascii"))
+    except (KeyError, UnicodeEncodeError, ValueError):
+        return "holds characters outside the Z85 alphabet"
+    return None
+
+
+def _validate_curve(sec: dict, where: str) -> None:
+    """The control socket's keys: each decodes, the public key is the secret key's, and
+    client keys only come with server keys (an unusable setup is an error, not a silent
+    server nobody can reach)."""
+    import zmq
+
+    secret, public = sec["curve_secret_key"], sec["curve_public_key"]
+    for key, value in (("curve_secret_key", secret), ("curve_public_key", public)):
+        if value and (why := z85_key_error(value)):
+            raise ConfigError(f"{where}: security.{key} {why}")
+    for value in sec["curve_clients"]:
+        if why := z85_key_error(value):
+            raise ConfigError(f"{where}: security.curve_clients: {value!r} {why}")
+    if public and not secret:
+        raise ConfigError(f"{where}: security.curve_public_key without curve_secret_key")
+    if secret:
+        derived = zmq.curve_public(secret.encode()).decode()
+        if not public:
+            raise ConfigError(f"{where}: security.curve_secret_key without curve_public_key; "
+                              f"the public key of this secret key is \"{derived}\"")
+        if public != derived:
+            raise ConfigError(f"{where}: security.curve_public_key is not the public key of "
+                              f"curve_secret_key (that would be \"{derived}\")")
+    elif sec["curve_clients"]:
+        raise ConfigError(f"{where}: security.curve_clients needs the server's "
+                          "curve_secret_key and curve_public_key")
 
 
 def learner_config(cfg: ServiceConfig, n_joints: int):
