@@ -237,6 +237,8 @@ def test_publisher_that_vanishes_and_returns_is_a_new_stream(daemon):
     (b"\xc1", "malformed"),
     (msgpack.packb({"v": 1, "cmd": "launch"}), "bad_value"),
     (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": "fast"}}), "bad_type"),
+    (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": -1}}), "bad_value"),
+    (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": 1e308}}), "bad_value"),
     (msgpack.packb({"v": 1, "cmd": "context"}), "missing_field"),
     (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "../../etc/passwd"}}), "bad_path"),
     (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "/etc/passwd"}}), "bad_path"),
@@ -262,7 +264,7 @@ def test_divergence_rolls_back_and_predictions_stay_finite(tmp_path):
                                   "guard": {"good_every": 20}}) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
             send_all(c, list(synthetic_stream(1000)))
-            d.request("options", lr=1e6)
+            d.request("options", lr=10.0)  # the largest rate allowed
             preds = send_all(c, list(synthetic_stream(3000, start_seq=1000)))
         st = wait_learned(d, 4000)
     assert len(preds) == 3000

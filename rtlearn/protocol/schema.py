@@ -277,6 +277,12 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+# (command, argument) -> inclusive range of a numeric argument
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("options", "lr"): (1e-9, 10.0),
+}
+
+
 def encode_request(cmd: str, **args) -> bytes:
     return msgpack.packb({"v": VERSION, "cmd": cmd, "args": args})
 
@@ -297,8 +303,13 @@ def decode_request(data) -> tuple[str, dict]:
         if key not in spec:
             raise ProtocolError("bad_value", f"{cmd}: unknown argument {key!r}")
         types = spec[key][0]
-        if type(value) not in types or (isinstance(value, float) and not math.isfinite(value)):
+        if type(value) not in types:
             raise ProtocolError("bad_type", f"{cmd}: {key!r} must be {'/'.join(t.__name__ for t in types)}")
+        if type(value) in (int, float):
+            lo, hi = RANGES.get((cmd, key), (-math.inf, math.inf))
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise ProtocolError("bad_value", f"{cmd}: {key!r} = {value!r} outside "
+                                                 f"[{lo:g}, {hi:g}]")
     for key, (_, required) in spec.items():
         if required and key not in args:
             raise ProtocolError("missing_field", f"{cmd}: argument {key!r} is required")
