@@ -27,7 +27,8 @@ def _learner_default(key: str):
 SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "endpoints": {
         "state": (DEFAULT_STATE_ENDPOINT, "SUB socket the daemon binds; robots publish states to it"),
-        "prediction": (DEFAULT_PREDICTION_ENDPOINT, "PUB socket the daemon binds for predictions"),
+        "prediction": (DEFAULT_PREDICTION_ENDPOINT, "XPUB socket the daemon binds for "
+                       "predictions; it sees subscriptions and answers them with a hello"),
         "control": (DEFAULT_CONTROL_ENDPOINT, "REP socket for `rtlearn ctl`; must be loopback "
                     "(127.0.0.1, localhost, ::1, ipc://) unless [security] holds CURVE keys"),
     },
