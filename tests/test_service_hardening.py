@@ -190,11 +190,13 @@ class RawPeer:
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)  # a burst must not be dropped at the HWM
         self.pub.connect(d.endpoints["state"])
         assert self.pub.poll(10_000), "daemon never subscribed"
         self.pub.recv()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(d.endpoints["prediction"])
         assert self.sub.poll(10_000), "no hello"
