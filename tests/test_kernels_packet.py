@@ -359,3 +359,25 @@ def test_encode_prediction_into_refuses_a_short_buffer():
     ctx = np.frombuffer(b"heavy", np.uint8)
     assert encode_prediction_into(np.zeros(60, np.uint8), 1, 0.0, tau, ctx, True) == -1
     assert encode_prediction_into(np.zeros(1024, np.uint8), -1, 0.0, tau, ctx, True) == -1
+
+
+TORQUE_CODES = {None: packet.TORQUE_OK, "over_limit": packet.TORQUE_OVER_LIMIT,
+                "non_finite": packet.TORQUE_NON_FINITE}
+
+
+@FUZZ
+@given(st.integers(1, 64).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(width=64) | st.sampled_from([176.0, -176.0, 1.8e10, 4.3e302]),
+             min_size=n, max_size=n),
+    st.lists(st.floats(0.0, 1e3) | st.just(float("inf")), min_size=n, max_size=n))))
+def test_check_torque_agrees_with_the_reference(case):
+    tau, limit = (np.array(v, np.float64) for v in case)
+    assert packet.check_torque(tau, limit) == TORQUE_CODES[schema.torque_problem(tau, limit)]
+
+
+def test_check_torque_examples():
+    limit = np.array([176.0, 40.0])
+    assert packet.check_torque(np.array([176.0, -40.0]), limit) == packet.TORQUE_OK  # at the limit
+    assert packet.check_torque(np.array([1.8e10, 0.0]), limit) == packet.TORQUE_OVER_LIMIT
+    assert packet.check_torque(np.array([0.0, -4.3e302]), limit) == packet.TORQUE_OVER_LIMIT
+    assert packet.check_torque(np.array([1e300, np.nan]), limit) == packet.TORQUE_NON_FINITE

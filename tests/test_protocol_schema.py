@@ -190,7 +190,11 @@ def test_control_messages():
         decode_reply(encode_error("bad_path", "nope"))
     assert (e.value.reason, e.value.message) == ("bad_path", "nope")
     for bad, reason in [(encode_request("fly"), "bad_value"),
-                        (encode_request("options", lr=math.nan), "bad_type"),
+                        (encode_request("options", lr=math.nan), "bad_value"),
+                        (encode_request("options", lr=-1), "bad_value"),
+                        (encode_request("options", lr=0.0), "bad_value"),
+                        (encode_request("options", lr=1e308), "bad_value"),
+                        (encode_request("options", lr=2 ** 64 - 1), "bad_value"),
                         (encode_request("options", rate=1.0), "bad_value"),
                         (encode_request("context", name=""), "bad_value"),
                         (encode_request("load"), "missing_field")]:

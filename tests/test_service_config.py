@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -53,6 +55,11 @@ def test_curve_control_accepts_only_listed_clients(tmp_path):
             with ControlClient(control, 1.0, server, keys) as other:
                 with pytest.raises(TimeoutError):  # handshake refused: no reply at all
                     other.request("status")
+        # rtlearn ctl with a key the daemon does not accept names authentication as a cause
+        ctl = subprocess.run([sys.executable, "-m", "rtlearn.cli", "ctl", "--endpoint", control,
+                              "--timeout", "1", "--server-key", server_pub, "--client-key",
+                              *stranger, "status"], capture_output=True, text=True, timeout=60)
+        assert ctl.returncode == 2 and "authentication" in ctl.stderr
         assert d.request("options", lr=0.01)["rates"]
         with pytest.raises(ControlError):
             d.request("load", path="../outside")

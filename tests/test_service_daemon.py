@@ -20,7 +20,10 @@ from rtlearn.service.synthetic import DT, PERIOD, synthetic_state, synthetic_str
 
 N = 7
 CYCLE = int(round(PERIOD / DT))
-SMALL = {"learner": {"hidden": [32, 32], "lr": 3e-3}}  # quicker steps, same kernels
+SMALL = {"learner": {"hidden": [32, 32], "lr": 3e-3},  # quicker steps, same kernels
+         # the synthetic torques are not the iiwa's (a 4 kg payload takes them beyond its
+         # limits): no limit check, so that every prediction is published as the model made it
+         "guard": {"torque_margin": float("inf")}}
 
 
 def collect(client: RobotClient, expected: int, timeout: float = 30.0) -> list:
@@ -251,6 +254,8 @@ def test_publisher_that_vanishes_and_returns_is_a_new_stream(daemon):
     (b"\xc1", "malformed"),
     (msgpack.packb({"v": 1, "cmd": "launch"}), "bad_value"),
     (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": "fast"}}), "bad_type"),
+    (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": -1}}), "bad_value"),
+    (msgpack.packb({"v": 1, "cmd": "options", "args": {"lr": 1e308}}), "bad_value"),
     (msgpack.packb({"v": 1, "cmd": "context"}), "missing_field"),
     (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "../../etc/passwd"}}), "bad_path"),
     (msgpack.packb({"v": 1, "cmd": "load", "args": {"path": "/etc/passwd"}}), "bad_path"),
@@ -276,7 +281,7 @@ def test_divergence_rolls_back_and_predictions_stay_finite(tmp_path):
                                   "guard": {"good_every": 20}}) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
             send_all(c, list(synthetic_stream(1000)))
-            d.request("options", lr=1e6)
+            d.request("options", lr=10.0)  # the largest rate allowed
             preds = send_all(c, list(synthetic_stream(3000, start_seq=1000)))
         st = wait_learned(d, 4000)
     assert len(preds) == 3000
@@ -315,14 +320,29 @@ def test_reset_and_load_through_control_change_the_served_model(tmp_path):
         np.testing.assert_allclose(back.tau, trained.tau, rtol=1e-9, atol=1e-9)
 
 
-def test_a_full_context_bank_keeps_packets_in_the_active_context(tmp_path):
-    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 2}}) as d:
+def test_a_full_context_bank_forgets_the_least_recently_used_idle_context(tmp_path):
+    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 3}}) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
-            preds = send_all(c, [synthetic_state(k, context="a") for k in range(20)]
-                             + [synthetic_state(k, context="b") for k in range(20, 40)])
-        st = wait_learned(d, 40)
-    assert [p.context for p in preds] == ["a"] * 40  # "b" refused: the bank holds default, a
-    assert st["contexts_known"] == ["a", "default"] and st["context"] == "a"
+            labels = ["a"] * 20 + ["b"] * 20 + ["c"] * 20  # c: default (idle longest) goes
+            preds = send_all(c, [synthetic_state(k, context=x) for k, x in enumerate(labels)])
+            st = wait_status(d, lambda st: st["contexts"]["switches"] >= 3)
+            assert st["contexts_known"] == ["a", "b", "c"] and st["contexts"]["evicted"] == 1
+            labels += ["a", "default"]  # a is restored; default is new again and evicts b
+            preds += send_all(c, [synthetic_state(60, context="a"),
+                                  synthetic_state(61, context="default")])
+        st = wait_status(d, lambda st: st["contexts"]["switches"] >= 5)
+    assert [p.context for p in preds] == labels  # no switch refused
+    assert st["contexts_known"] == ["a", "c", "default"] and st["context"] == "default"
+    assert st["contexts"]["evicted"] == 2 and st["contexts"]["restored"] == 1
+
+
+def test_a_bank_of_one_context_refuses_switches(tmp_path):
+    with DaemonProcess(tmp_path, {**SMALL, "contexts": {"max_contexts": 1}}) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            preds = send_all(c, [synthetic_state(k, context="a") for k in range(20)])
+        st = wait_learned(d, 20)
+    assert [p.context for p in preds] == ["default"] * 20
+    assert st["contexts_known"] == ["default"] and st["contexts"]["evicted"] == 0
     assert "context bank full" in d.log_tail()
 
 

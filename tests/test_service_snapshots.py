@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from rtlearn.learner import LearnerConfig, OnlineLearner
 from rtlearn.protocol.client import RobotClient
@@ -15,7 +16,10 @@ from rtlearn.service.config import ConfigError, load_config
 from rtlearn.service.launch import DaemonProcess
 from rtlearn.service.synthetic import synthetic_state, synthetic_stream
 
-CONFIG = {"learner": {"hidden": [32, 32]}, "snapshots": {"interval": 0.3}}
+# the synthetic torques are not the iiwa's (above its 40 N*m limits on joints 6 and 7): no
+# limit check, so that every prediction is published as the model made it
+CONFIG = {"learner": {"hidden": [32, 32]}, "snapshots": {"interval": 0.3},
+          "guard": {"torque_margin": float("inf")}}
 
 
 def stream_through(d: DaemonProcess, states) -> list:
@@ -97,9 +101,36 @@ def test_remote_control_needs_curve_keys(tmp_path):
     f.write_text('[endpoints]\ncontrol = "tcp://0.0.0.0:5603"\n')
     with pytest.raises(ConfigError, match="CURVE|curve"):
         load_config(f)
+    public, secret = (k.decode() for k in zmq.curve_keypair())
     f.write_text('[endpoints]\ncontrol = "tcp://0.0.0.0:5603"\n[security]\n'
-                 'curve_secret_key = "' + "a" * 40 + '"\ncurve_public_key = "' + "b" * 40 + '"\n')
+                 f'curve_secret_key = "{secret}"\ncurve_public_key = "{public}"\n')
     assert load_config(f)["endpoints"]["control"] == "tcp://0.0.0.0:5603"
+
+
+PUBLIC, SECRET = (k.decode() for k in zmq.curve_keypair())
+OTHER_PUBLIC = zmq.curve_keypair()[0].decode()
+
+
+@pytest.mark.parametrize("security, message", [
+    ({"curve_secret_key": SECRET}, "without curve_public_key; the public key of this secret "
+                                   f'key is "{PUBLIC}"'),
+    ({"curve_public_key": PUBLIC}, "curve_public_key without curve_secret_key"),
+    ({"curve_secret_key": SECRET, "curve_public_key": OTHER_PUBLIC},
+     "is not the public key of curve_secret_key"),
+    ({"curve_secret_key": SECRET, "curve_public_key": "a" * 40},
+     "is not the public key of curve_secret_key"),
+    ({"curve_secret_key": "~" * 40, "curve_public_key": PUBLIC},
+     "curve_secret_key holds characters outside the Z85 alphabet"),
+    ({"curve_secret_key": SECRET[:39], "curve_public_key": PUBLIC},
+     "curve_secret_key must be a 40-character Z85 key"),
+    ({"curve_clients": [OTHER_PUBLIC]}, "curve_clients needs the server's curve_secret_key"),
+    ({"curve_secret_key": SECRET, "curve_public_key": PUBLIC, "curve_clients": ["x" * 39]},
+     "curve_clients: 'xxx"),
+])
+def test_curve_key_errors_are_clear(security, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"security": security})
+    assert message in str(e.value)
 
 
 @pytest.mark.parametrize("text, key", [

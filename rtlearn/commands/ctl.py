@@ -44,6 +44,14 @@ def run(args) -> int:
         public, secret = zmq.curve_keypair()
         print(f'curve_public_key = "{public.decode()}"\ncurve_secret_key = "{secret.decode()}"')
         return 0
+    from rtlearn.service.config import z85_key_error
+
+    keys = [("--server-key", args.server_key)] if args.server_key else []
+    keys += [("--client-key", k) for k in args.client_key or ()]
+    for flag, key in keys:
+        if why := z85_key_error(key):
+            print(f"rtlearn ctl: {flag} {key!r} {why}", file=sys.stderr)
+            return 2
     request = {k: v for k, v in vars(args).items()
                if k in ("name", "path", "lr", "memory") and v is not None}
     if "memory" in request:
@@ -56,7 +64,11 @@ def run(args) -> int:
         print(f"rtlearn ctl: {args.action} refused ({e.reason}): {e.message}", file=sys.stderr)
         return 1
     except TimeoutError as e:
-        print(f"rtlearn ctl: {e}; is the daemon running?", file=sys.stderr)
+        hint = ("is the daemon running, and do --server-key and --client-key match its keys? "
+                "(a CURVE authentication failure looks like no reply at all)"
+                if args.server_key else "is the daemon running (and, if its control socket "
+                "uses CURVE keys, did you give --server-key)?")
+        print(f"rtlearn ctl: {e}; {hint}", file=sys.stderr)
         return 2
     finally:
         client.close()

@@ -12,6 +12,9 @@ bin16 of exactly 8 n bytes, all finite; qdd, ctx and stream may be nil (= absent
 fixstr / str8 that equals ctx_now byte for byte, or else 1..64 printable ASCII characters.
 Everything else -- float arrays, other encodings, unknown keys, non-ASCII labels other than
 ctx_now, any invalid input -- is FALLBACK. The frame is never read out of bounds.
+
+`check_torque` decides whether a prediction may be published as valid (schema.torque_problem
+is its reference); `encode_prediction_into` writes the reply (schema.encode_prediction).
 """
 
 import numpy as np
@@ -26,6 +29,11 @@ OK_NO_LABEL = 0      # no ctx (or nil)
 OK_SAME_LABEL = 1    # ctx equal to ctx_now
 OK_OTHER_LABEL = 2   # ctx another valid label: frame[head[H_CTX_AT]:][:head[H_CTX_LEN]], ASCII
 FALLBACK = -1        # run schema.read_state
+
+# check_torque results
+TORQUE_OK = 0
+TORQUE_OVER_LIMIT = 1    # finite, but |tau[j]| > limit[j] for some joint
+TORQUE_NON_FINITE = 2    # NaN or +-inf in some joint
 
 # parse_state's int64 head (HEAD_LEN entries)
 H_SEQ = 0         # seq
@@ -295,6 +303,20 @@ def parse_state(buf, n, vec, head, ctx_now):
                 head[H_HAS_QDD] = 1
     if p != end or seen & _REQUIRED != _REQUIRED:
         return FALLBACK
+    return status
+
+
+@njit(**JIT)
+def check_torque(tau, limit):
+    """TORQUE_NON_FINITE if a tau[j] is NaN or inf, else TORQUE_OVER_LIMIT if some |tau[j]| >
+    limit[j] (limit: the robot's torque limits times the margin), else TORQUE_OK."""
+    status = TORQUE_OK
+    for j in range(tau.shape[0]):
+        x = tau[j]
+        if not np.isfinite(x):
+            return TORQUE_NON_FINITE
+        if abs(x) > limit[j]:
+            status = TORQUE_OVER_LIMIT
     return status
 
 

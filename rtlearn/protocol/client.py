@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from typing import Sequence
+from urllib.parse import urlparse
 
 import zmq
 
@@ -25,6 +26,19 @@ from rtlearn.sources.base import JointState
 log = logging.getLogger(__name__)
 
 HWM = 100_000  # packets a socket may queue: 100 s at 1 kHz, so a hiccup never drops silently
+
+
+def is_ipv6(endpoint: str) -> bool:
+    """A tcp:// endpoint whose host is an IPv6 address (tcp://[::1]:5603): ZeroMQ sockets
+    need the IPV6 option for it, or bind / connect fails."""
+    return endpoint.startswith("tcp://") and ":" in (urlparse(endpoint).hostname or "")
+
+
+def use_endpoint(sock: zmq.Socket, endpoint: str, bind: bool = False) -> None:
+    """Connect (or bind) sock to endpoint, enabling IPv6 first where the endpoint needs it."""
+    if is_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+    (sock.bind if bind else sock.connect)(endpoint)
 
 
 class RobotClient:
@@ -45,14 +59,14 @@ class RobotClient:
         self._pub.setsockopt(zmq.SNDHWM, HWM)
         self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # one subscription message per subscriber
         for ep in self.state_endpoints:
-            self._pub.connect(ep)
+            use_endpoint(self._pub, ep)
         self._sub = None
         if prediction_endpoint is not None:
             self._sub = self._ctx.socket(zmq.SUB)
             self._sub.setsockopt(zmq.LINGER, 0)
             self._sub.setsockopt(zmq.RCVHWM, HWM)
             self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-            self._sub.connect(prediction_endpoint)
+            use_endpoint(self._sub, prediction_endpoint)
         self.subscribers = 0        # subscriptions seen on the state socket
         self.daemon_hello: Hello | None = None
         self.rejected = 0           # undecodable frames on the prediction socket

@@ -71,7 +71,7 @@ class Prediction(NamedTuple):
     t: float            # that packet's t
     tau: np.ndarray     # (n,) predicted torque, N*m; zeros when not valid
     context: str        # payload context whose model made it
-    valid: bool         # False: the model had no finite answer; do not apply tau
+    valid: bool         # False: no finite answer within the torque limits; do not apply tau
 
 
 class Hello(NamedTuple):
@@ -233,6 +233,17 @@ def encode_prediction(seq: int, t: float, tau, context: str, valid: bool = True)
                           "valid": valid})
 
 
+def torque_problem(tau, limit) -> str | None:
+    """Why a predicted torque may not be published as valid: "non_finite" (NaN or inf in a
+    joint), "over_limit" (|tau[j]| > limit[j], limit = robot torque limits x margin), or None.
+    The reference of rtlearn.kernels.packet.check_torque."""
+    if not all(math.isfinite(x) for x in tau):
+        return "non_finite"
+    if any(abs(x) > lim for x, lim in zip(tau, limit)):
+        return "over_limit"
+    return None
+
+
 def encode_hello(n_joints: int, context: str) -> bytes:
     return msgpack.packb({"v": VERSION, "kind": "hello", "n_joints": n_joints, "ctx": context})
 
@@ -266,6 +277,12 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 
 
+# (command, argument) -> inclusive range of a numeric argument
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("options", "lr"): (1e-9, 10.0),
+}
+
+
 def encode_request(cmd: str, **args) -> bytes:
     return msgpack.packb({"v": VERSION, "cmd": cmd, "args": args})
 
@@ -286,8 +303,13 @@ def decode_request(data) -> tuple[str, dict]:
         if key not in spec:
             raise ProtocolError("bad_value", f"{cmd}: unknown argument {key!r}")
         types = spec[key][0]
-        if type(value) not in types or (isinstance(value, float) and not math.isfinite(value)):
+        if type(value) not in types:
             raise ProtocolError("bad_type", f"{cmd}: {key!r} must be {'/'.join(t.__name__ for t in types)}")
+        if type(value) in (int, float):
+            lo, hi = RANGES.get((cmd, key), (-math.inf, math.inf))
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise ProtocolError("bad_value", f"{cmd}: {key!r} = {value!r} outside "
+                                                 f"[{lo:g}, {hi:g}]")
     for key, (_, required) in spec.items():
         if required and key not in args:
             raise ProtocolError("missing_field", f"{cmd}: argument {key!r} is required")

@@ -27,7 +27,8 @@ def _learner_default(key: str):
 SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "endpoints": {
         "state": (DEFAULT_STATE_ENDPOINT, "SUB socket the daemon binds; robots publish states to it"),
-        "prediction": (DEFAULT_PREDICTION_ENDPOINT, "PUB socket the daemon binds for predictions"),
+        "prediction": (DEFAULT_PREDICTION_ENDPOINT, "XPUB socket the daemon binds for "
+                       "predictions; it sees subscriptions and answers them with a hello"),
         "control": (DEFAULT_CONTROL_ENDPOINT, "REP socket for `rtlearn ctl`; must be loopback "
                     "(127.0.0.1, localhost, ::1, ipc://) unless [security] holds CURVE keys"),
     },
@@ -52,8 +53,9 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "snapshots": {
         "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
                 "control-socket paths are confined to it"),
-        "file": ("latest.rtsnap", "periodic / shutdown snapshot file name inside dir; "
-                 "`--resume` reads it"),
+        "file": ("latest.rtsnap", "periodic / shutdown snapshot file name inside dir (older "
+                 "generations: FILE.1, FILE.2, ...); `--resume` reads the newest readable one"),
+        "keep": (3, "generations of the snapshot file kept (>= 1), each written atomically"),
         "interval": (30.0, "seconds between periodic snapshots (0: only at shutdown)"),
     },
     "guard": {
@@ -62,9 +64,18 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "good_every": (200, "learning steps between saved known-good states (rollback targets)"),
         "stream_timeout": (1.0, "s of silence after which a lower seq from a publisher without "
                            "stream id counts as a restarted stream, not as out-of-order"),
+        "max_seq_jump": (100_000, "a seq more than this above the previous one (same stream) "
+                         "resynchronises the stream (counted in resyncs), instead of counting "
+                         "the gap as lost"),
+        "resync_after": (3, "this many consecutive packets (each seq one above the last) "
+                         "below the previous seq resynchronise the stream at the last of them; "
+                         "the ones before are out_of_order"),
         "batch_queue": (64, "learning batches that may wait for the learning process; when "
                         "full the daemon stops reading until one is free (nothing is dropped)"),
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
+        "torque_margin": (1.0, "a prediction beyond this times the robot's torque_limits (any "
+                          "joint) is published with valid = false and zero torque; inf: no "
+                          "limit check (non-finite predictions are always invalid)"),
     },
     "realtime": {
         "learning_cpus": ([-1], "CPUs of the learning process, as indices into the CPUs the "
@@ -171,11 +182,7 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
             raise ConfigError(f"{where}: endpoints.control {cfg['endpoints']['control']!r} is not "
                               "loopback: set security.curve_secret_key and curve_public_key "
                               "(`rtlearn ctl keygen`)")
-    for key in ("curve_secret_key", "curve_public_key"):
-        if sec[key] and len(sec[key]) != 40:
-            raise ConfigError(f"{where}: security.{key} must be a 40-character Z85 key")
-    if any(not isinstance(k, str) or len(k) != 40 for k in sec["curve_clients"]):
-        raise ConfigError(f"{where}: security.curve_clients must be 40-character Z85 keys")
+    _validate_curve(sec, where)
     if cfg["learner"]["batch_size"] < 1 or cfg["guard"]["batch_queue"] < 2:
         raise ConfigError(f"{where}: learner.batch_size >= 1 and guard.batch_queue >= 2")
     try:
@@ -206,10 +213,57 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         # a SCHED_FIFO thread that never sleeps would starve its CPU's ZeroMQ I/O thread
         raise ConfigError(f"{where}: realtime.priority with realtime.spin needs at least 2 "
                           "serving CPUs")
+    if not cfg["guard"]["torque_margin"] > 0:
+        raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
+    if cfg["guard"]["max_seq_jump"] < 1 or cfg["guard"]["resync_after"] < 2:
+        raise ConfigError(f"{where}: guard.max_seq_jump >= 1 and guard.resync_after >= 2")
+    if cfg["snapshots"]["keep"] < 1:
+        raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:
         raise ConfigError(f"{where}: snapshots.interval must be >= 0")
     if "/" in cfg["snapshots"]["file"] or cfg["snapshots"]["file"] in ("", ".", ".."):
         raise ConfigError(f"{where}: snapshots.file is a plain file name")
+
+
+def z85_key_error(key) -> str | None:
+    """Why `key` is not a Z85-encoded CURVE key (40 characters for 32 bytes), or None."""
+    from zmq.utils import z85
+
+    if not isinstance(key, str) or len(key) != 40:
+        return "must be a 40-character Z85 key (`rtlearn ctl keygen`)"
+    try:
+        z85.decode(key.encode("ascii"))
+    except (KeyError, UnicodeEncodeError, ValueError):
+        return "holds characters outside the Z85 alphabet"
+    return None
+
+
+def _validate_curve(sec: dict, where: str) -> None:
+    """The control socket's keys: each decodes, the public key is the secret key's, and
+    client keys only come with server keys (an unusable setup is an error, not a silent
+    server nobody can reach)."""
+    import zmq
+
+    secret, public = sec["curve_secret_key"], sec["curve_public_key"]
+    for key, value in (("curve_secret_key", secret), ("curve_public_key", public)):
+        if value and (why := z85_key_error(value)):
+            raise ConfigError(f"{where}: security.{key} {why}")
+    for value in sec["curve_clients"]:
+        if why := z85_key_error(value):
+            raise ConfigError(f"{where}: security.curve_clients: {value!r} {why}")
+    if public and not secret:
+        raise ConfigError(f"{where}: security.curve_public_key without curve_secret_key")
+    if secret:
+        derived = zmq.curve_public(secret.encode()).decode()
+        if not public:
+            raise ConfigError(f"{where}: security.curve_secret_key without curve_public_key; "
+                              f"the public key of this secret key is \"{derived}\"")
+        if public != derived:
+            raise ConfigError(f"{where}: security.curve_public_key is not the public key of "
+                              f"curve_secret_key (that would be \"{derived}\")")
+    elif sec["curve_clients"]:
+        raise ConfigError(f"{where}: security.curve_clients needs the server's "
+                          "curve_secret_key and curve_public_key")
 
 
 def learner_config(cfg: ServiceConfig, n_joints: int):

@@ -28,6 +28,7 @@ class ContextBank:
         self.parked: dict[str, dict] = {}  # name -> network_state of an inactive context
         self._left: str | None = None       # after a restore: the context just left
         self.settled = {"kept": 0, "fell_back": 0}
+        self.last_evicted: str | None = None  # by the last switch
 
     @property
     def names(self) -> list[str]:
@@ -35,12 +36,18 @@ class ContextBank:
 
     def switch(self, learner, name: str) -> str:
         """Make `name` active: 'restored' (its own model comes back: the paper's reload warm
-        start), 'created' (it starts from the current model) or 'same'. Call with the learner
+        start), 'created' (it starts from the current model) or 'same'. A new context in a full
+        bank evicts the least recently used idle one (`last_evicted`). Call with the learner
         idle."""
+        self.last_evicted = None
         if name == self.current:
             return "same"
         if name not in self.parked and len(self.parked) + 2 > self.max_contexts:
-            raise ContextLimitError(f"context bank full ({self.max_contexts}); not creating {name!r}")
+            if not self.parked:
+                raise ContextLimitError(f"context bank full ({self.max_contexts}); not creating {name!r}")
+            # full: forget the least recently used idle context (parked first: dicts keep order)
+            self.last_evicted = next(iter(self.parked))
+            del self.parked[self.last_evicted]
         self.parked[self.current] = learner.network_state()
         left, self.current = self.current, name
         model = self.parked.pop(name, None)

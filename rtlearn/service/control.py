@@ -13,7 +13,9 @@ import threading
 import zmq
 
 from rtlearn.learner import StateFileError
-from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, ControlError, ProtocolError,
+from rtlearn.protocol.client import use_endpoint
+from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, MAX_CONTROL_FRAME, ControlError,
+                                     ProtocolError,
                                      decode_reply, decode_request, encode_error, encode_reply,
                                      encode_request)
 from rtlearn.service.snapshots import SnapshotPathError
@@ -22,6 +24,9 @@ log = logging.getLogger("rtlearn.service")
 
 
 class ControlServer(threading.Thread):
+    """Binds at construction (a bind failure raises there, before the daemon serves);
+    `start()` serves, `stop()` ends and closes; `close()` for one that never started."""
+
     def __init__(self, daemon, ctx: zmq.Context):
         super().__init__(name="rtlearn-control", daemon=True)
         self.daemon_ref = daemon
@@ -29,18 +34,35 @@ class ControlServer(threading.Thread):
         self._auth = None
         self.sock = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if sec["curve_secret_key"]:
-            if sec["curve_clients"]:
-                self._auth = _start_authenticator(ctx, sec["curve_clients"])
-            self.sock.curve_server = True
-            self.sock.curve_secretkey = sec["curve_secret_key"].encode()
-            self.sock.curve_publickey = sec["curve_public_key"].encode()
-        self.sock.bind(daemon.cfg["endpoints"]["control"])
+        # ZeroMQ refuses a longer request before it is in memory (and drops that connection:
+        # acceptable here, unlike on the state socket); decode_request's own check then never
+        # sees an oversized frame from the socket
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
+        try:
+            if sec["curve_secret_key"]:
+                if sec["curve_clients"]:
+                    self._auth = _start_authenticator(ctx, sec["curve_clients"])
+                self.sock.curve_server = True
+                self.sock.curve_secretkey = sec["curve_secret_key"].encode()
+                self.sock.curve_publickey = sec["curve_public_key"].encode()
+            use_endpoint(self.sock, daemon.cfg["endpoints"]["control"], bind=True)
+        except BaseException:
+            self.close()
+            raise
         self._halt = threading.Event()
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(5)
+        if self.is_alive():
+            self.join(5)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def run(self) -> None:
         try:
@@ -50,9 +72,7 @@ class ControlServer(threading.Thread):
                 frames = self.sock.recv_multipart()
                 self.sock.send(self.answer(frames[0] if len(frames) == 1 else b""))
         finally:
-            self.sock.close(linger=0)
-            if self._auth is not None:
-                self._auth.stop()
+            self.close()
 
     def answer(self, frame: bytes) -> bytes:
         try:
@@ -107,7 +127,7 @@ class ControlClient:
             s.curve_serverkey = self.server_key.encode()
             s.curve_publickey = public if isinstance(public, bytes) else public.encode()
             s.curve_secretkey = secret if isinstance(secret, bytes) else secret.encode()
-        s.connect(self.endpoint)
+        use_endpoint(s, self.endpoint)
         return s
 
     def request_raw(self, frame: bytes) -> bytes:

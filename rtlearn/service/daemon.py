@@ -29,6 +29,7 @@ import zmq
 
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.kernels import packet as K
+from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
                                      encode_prediction, encode_state, read_state)
 from rtlearn.service import realtime, snapshots
@@ -46,6 +47,7 @@ POLL_MS = 10            # idle wake-up: control hand-offs and snapshot timer
 SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would stall packets)
 JOB_TIMEOUT = 120.0     # s a control command waits for the learning process
 STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that does not answer
+HELLO_INTERVAL = 0.1    # s between two hellos on the prediction socket
 
 
 def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
@@ -71,30 +73,50 @@ class Job:
 _ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
 
 
+class BindError(RuntimeError):
+    """A socket could not bind its endpoint (in use, no such interface, ...)."""
+
+
 class Daemon:
-    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False):
+    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False, fresh: bool = False):
+        """resume: continue from the newest readable snapshot generation; fresh: start anew,
+        moving existing snapshots aside once the sockets are bound. With neither, existing
+        snapshots refuse the start (SnapshotsExistError): it would overwrite them."""
         self.cfg, self.robot = cfg, robot
         self.n = robot.n_joints
         self.say = RateLimitedLog(log, cfg["guard"]["log_interval"])
         self.stats = Stats(self.n)
         self.snap_dir = Path(cfg["snapshots"]["dir"])
         self.snap_path = snapshots.confined(self.snap_dir, cfg["snapshots"]["file"])
+        self.snap_keep = int(cfg["snapshots"]["keep"])
+        existing = snapshots.generations(self.snap_path)
+        if existing and not (resume or fresh):
+            raise snapshots.SnapshotsExistError(
+                f"{self.snap_dir} holds snapshots ({', '.join(p.name for p in existing)}): "
+                "start with --resume to continue from them, or with --fresh to move them "
+                f"aside into {self.snap_dir}/previous-<date>-<time>/ and start anew")
+        self._move_aside = fresh and bool(existing)
         t0 = time.perf_counter()
         learner = make_learner(cfg, self.n)
         bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"])
-        self.resumed_from = None
+        self.resumed_from, self.resume_skipped = None, []
         if resume:
-            if self.snap_path.exists():
-                meta, arrays = snapshots.read(self.snap_path)
-                snapshots.restore(meta, arrays, learner, bank)
-                self.resumed_from = str(self.snap_path)
-                log.info("resumed from %s: %d steps, contexts %s (active %s)", self.snap_path,
-                         learner.n_steps, bank.names, bank.current)
-            else:
+            newest = snapshots.read_newest(self.snap_path)  # StateFileError: none readable
+            if newest is None:
                 log.warning("--resume: no snapshot at %s; starting fresh", self.snap_path)
+            else:
+                path, meta, arrays, skipped = newest
+                snapshots.restore(meta, arrays, learner, bank)
+                self.resumed_from = str(path)
+                self.resume_skipped = [{"path": p, "why": why} for p, why in skipped]
+                for p, why in skipped:
+                    log.warning("--resume: skipped the newer %s: %s", p, why)
+                log.info("resumed from %s: %d steps, contexts %s (active %s)", path,
+                         learner.n_steps, bank.names, bank.current)
         predictor = self._warm_up()
         self._set_context(bank.current)
-        self._known = set(bank.names)  # contexts the bank holds once queued switches are done
+        # contexts the bank holds once queued switches are done, least recently active first
+        self._known = dict.fromkeys(bank.parked) | {bank.current: None}
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
         self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
@@ -120,6 +142,7 @@ class Daemon:
         self._lost = False
         self._refused: set[str] = set()
         self.stopping = False
+        self.exit_code = 0  # 5 if a snapshot write failed during the run
         self._epochs = itertools.count(1)
         self._jobs: dict[int, Job] = {}
         self._job_ids = itertools.count()
@@ -130,11 +153,18 @@ class Daemon:
         self._rollback_requested = False
         self._last_seq: int | None = None
         self._stream: int | None = None
+        self._hello_due, self._next_hello = False, 0.0
+        self._behind, self._behind_run = -2, 0  # last packet below _last_seq, run length
+        guard = self.cfg["guard"]
+        self._stream_timeout = float(guard["stream_timeout"])
+        self._max_jump, self._resync_after = int(guard["max_seq_jump"]), int(guard["resync_after"])
         self._last_arrival = 0.0
         self._qdd = CausalDerivative(self.n)
         self._slot = self._free.popleft()
         self._fill = 0
         self._zeros = np.zeros(self.n)
+        self._limit = np.ascontiguousarray(self.robot.torque_limits, np.float64) \
+            * float(self.cfg["guard"]["torque_margin"])
         self._vec = np.zeros((4, self.n))
         self._head = np.zeros(K.HEAD_LEN, np.int64)
         self._head_f64 = self._head.view(np.float64)
@@ -142,7 +172,9 @@ class Daemon:
         realtime.pin_to(self._serving_cpus)  # before the context: its I/O threads inherit it
         self._zmq = zmq.Context()
         self._sockets()
-        self.control = None
+        if self._move_aside:
+            aside = snapshots.move_aside(self.snap_path)
+            log.warning("--fresh: the previous snapshots were moved to %s", aside)
         self.realtime: dict = {}
 
     def _warm_up(self) -> OnlineLearner:
@@ -157,6 +189,7 @@ class Daemon:
         frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
         K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),
                       np.frombuffer(b"warm-up", np.uint8))
+        K.check_torque(z, z)
         K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
                                  np.frombuffer(b"warm-up", np.uint8), True)
         ring = Ring(2)
@@ -165,6 +198,10 @@ class Daemon:
         return scratch
 
     def _sockets(self) -> None:
+        """Create and bind all three sockets before anything is served: a bind failure ends
+        the start at once (serve exits 2), with nothing learned or written."""
+        from rtlearn.service.control import ControlServer
+
         ep = self.cfg["endpoints"]
         self.sub = self._zmq.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, HWM)
@@ -176,8 +213,21 @@ class Daemon:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every new subscriber gets a hello
         for s in (self.sub, self.pub):
             s.setsockopt(zmq.LINGER, 0)
-        self.sub.bind(ep["state"])
-        self.pub.bind(ep["prediction"])
+        try:
+            for name, sock in (("state", self.sub), ("prediction", self.pub)):
+                try:
+                    use_endpoint(sock, ep[name], bind=True)
+                except zmq.ZMQError as e:
+                    raise BindError(f"cannot bind the {name} socket to {ep[name]}: {e}") from None
+            try:
+                self.control = ControlServer(self, self._zmq)
+            except zmq.ZMQError as e:
+                raise BindError(f"cannot bind the control socket to {ep['control']}: {e}") from None
+        except BaseException:
+            for s in (self.sub, self.pub):
+                s.close(linger=0)
+            self._zmq.term()
+            raise
 
     # -- the learning process's pipe ---------------------------------------------------------
     def _send(self, msg: tuple) -> None:
@@ -236,8 +286,6 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
-        from rtlearn.service.control import ControlServer
-
         sys.setswitchinterval(SWITCH_INTERVAL)
         fifo = realtime.fifo(int(self.cfg["realtime"]["priority"]))  # this thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -258,7 +306,6 @@ class Daemon:
         sub, pub, serving, now = self.sub, self.pub, self.serving, time.perf_counter
         busy_until = 0.0
         try:
-            self.control = ControlServer(self, self._zmq)
             self.control.start()
             while not self.stopping:
                 # Spinning (timeout 0) while packets flow keeps this core awake: a wake-up
@@ -269,28 +316,40 @@ class Daemon:
                     busy_until = now() + spin
                 if pub in ready:
                     self._drain_subscriptions()
+                elif self._hello_due:
+                    self._say_hello()
                 if ready:
                     self._pump()
                 serving.try_refresh()
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + interval  # no burst after a stall
-                    self.call("snapshot", {"path": str(self.snap_path),
+                    self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
                                            "counters": self._counters(), "wait": False})
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
 
     def _drain_subscriptions(self) -> None:
+        """New subscriptions make a hello due. A hello reaches every subscriber (PUB
+        semantics), so one serves all that arrived meanwhile: at most one per HELLO_INTERVAL,
+        however many subscriptions a peer sends."""
         while True:
             try:
                 frame = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             if frame[:1] == b"\x01":
-                self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+                self._hello_due = True
+        self._say_hello()
+
+    def _say_hello(self) -> None:
+        now = time.monotonic()
+        if self._hello_due and now >= self._next_hello:
+            self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+            self._hello_due, self._next_hello = False, now + HELLO_INTERVAL
 
     def _drain_states(self) -> None:
         sub, serving = self.sub, self.serving
@@ -360,16 +419,26 @@ class Daemon:
                 self._new_stream(f"stream id {self._stream} -> {stream}")
             self._stream = stream
         elif seq <= last:
-            if stream is None and arrival - self._last_arrival > self.cfg["guard"]["stream_timeout"]:
+            if stream is None and arrival - self._last_arrival > self._stream_timeout:
                 self._new_stream(f"seq went back from {last} to {seq} after a silence")
+            elif seq == self._behind + 1 and self._behind_run + 1 >= self._resync_after:
+                self._resync(f"{self._resync_after} consecutive packets below seq {last}, "
+                             f"up to {seq}")
             else:
+                # a run of consecutive packets below the high-water mark resyncs the stream
+                # (one stray far-ahead packet must not block it); anything else is rejected
+                self._behind_run = self._behind_run + 1 if seq == self._behind + 1 else 1
+                self._behind = seq
                 self._reject("duplicate_seq" if seq == last else "out_of_order",
                              f"seq {seq} after {last}")
                 return
+        elif seq - last > self._max_jump:
+            self._resync(f"seq jumped from {last} to {seq}")
         elif seq > last + 1:
             self.stats.lost += seq - last - 1
             self.say("lost", f"sequence gap: {seq - last - 1} packets lost before seq {seq}")
         self._last_seq, self._last_arrival = seq, arrival
+        self._behind_run = 0
 
         wanted = label
         if self.pending_context is not None:
@@ -387,13 +456,19 @@ class Daemon:
         x[2 * n:] = self._qdd.update_into(t, qd, x[2 * n:]) if qdd is None else qdd
         arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
-        # (a sum beyond 1e308 N*m counts as non-finite too: no such prediction is usable)
-        valid = math.isfinite(pred.sum())
+        problem = K.check_torque(pred, self._limit)
+        valid = problem == K.TORQUE_OK
         if not valid:
             pred = self._zeros
             self.stats.invalid_predictions += 1
-            self._rollback_requested = True
-            self.say("nonfinite", "the model predicted NaN/inf: published valid=false, rolling back")
+            if problem == K.TORQUE_NON_FINITE:
+                self._rollback_requested = True
+                self.say("nonfinite", "the model predicted NaN/inf: published valid=false, "
+                                      "rolling back")
+            else:
+                self.stats.over_limit_predictions += 1
+                self.say("over_limit", "a prediction exceeded the torque limits (x guard."
+                                       "torque_margin): published valid=false, zero torque")
         arena.P[self._slot, i] = pred
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else
@@ -403,6 +478,12 @@ class Daemon:
         self._fill = i + 1
         if self._fill == arena.X.shape[1]:
             self._submit()
+
+    def _resync(self, why: str) -> None:
+        """Same stream, new sequence: neither the skipped nor the passed-over seqs are lost."""
+        self.stats.resyncs += 1
+        self._qdd.reset()
+        self.say("resync", f"stream resynchronised ({why})")
 
     def _new_stream(self, why: str) -> None:
         self.stats.stream_restarts += 1
@@ -441,15 +522,24 @@ class Daemon:
         model and restores / creates the new one in order; samples already buffered belong
         to the old context, so they are learned there first."""
         if name not in self._known and len(self._known) >= self.cfg["contexts"]["max_contexts"]:
-            self._refused.add(name)  # do not retry on every packet
-            self.say("context", f"context bank full ({len(self._known)}); not creating {name!r}",
-                     logging.ERROR)
-            return
+            if len(self._known) < 2:  # max_contexts 1: nothing idle to evict
+                self._refused.add(name)  # do not retry on every packet
+                self.say("context", f"context bank full ({len(self._known)}); not creating "
+                                    f"{name!r}", logging.ERROR)
+                return
+            # the learning process evicts the same one, the least recently used idle context
+            evicted = next(k for k in self._known if k != self.context)
+            del self._known[evicted]
+            self.serving.frozen.pop(evicted, None)
+            self.say("evicted", f"context bank full: forgot the least recently used context "
+                                f"{evicted!r} for {name!r}")
         if self._fill:
             self._submit()
         job = self.call("switch", {"name": name}, epoch=True, on_reply=self._switched)
         self.serving.switch(name, job.args["epoch"])
-        self._known.add(name)
+        self._known.pop(self.context, None)  # re-inserted last: the most recently active
+        self._known[self.context] = None
+        self._known[name] = None
         self._set_context(name)
 
     def _switched(self, job: Job) -> None:
@@ -457,7 +547,11 @@ class Daemon:
         r = job.result
         if job.args["epoch"] != self.serving.epoch:
             return  # a later switch / reset / load decides
-        self._known = set(r["contexts"])
+        held = set(r["contexts"])
+        self._known = dict.fromkeys([k for k in self._known if k in held]
+                                    + [k for k in r["contexts"] if k not in self._known])
+        for gone in set(self.serving.frozen) - held:
+            del self.serving.frozen[gone]
         if r["outcome"] == "refused":  # its bank was full after all: stay where it is
             self._refused.add(job.args["name"])
             self._set_context(r["context"])
@@ -466,20 +560,28 @@ class Daemon:
     # -- shutdown ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
         log.info("stopping: learning the buffered samples and writing %s", self.snap_path)
-        if self.control is not None:
-            self.control.stop()
+        self.control.stop()
         if self.learning.proc.is_alive() and not self._lost:
             if self._fill:
                 self._submit()
-            job = self.call("snapshot", {"path": str(self.snap_path),
+            job = self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
                                          "counters": self._counters(), "wait": True})
             deadline = time.monotonic() + JOB_TIMEOUT
             while not job.done.is_set() and time.monotonic() < deadline:
                 self._pump(0.1)
             if not job.done.is_set():
                 log.error("final snapshot not written within %.0f s", JOB_TIMEOUT)
+                self.exit_code = 5
             elif job.error is not None:
                 log.error("final snapshot failed: %s", job.error)
+            status = self.call("status")  # after the final snapshot: every write counted
+            while not status.done.is_set() and time.monotonic() < deadline:
+                self._pump(0.1)
+            errors = status.result["stats"]["snapshots"]["errors"] if status.result else None
+            if errors != 0:
+                log.error("%s snapshot writes failed during this run: exit code 5",
+                          "some" if errors is None else errors)
+                self.exit_code = 5
             self._send(("stop",))
             self.learning.proc.join(STOP_WAIT)
         self.learning.kill()
@@ -506,7 +608,8 @@ class Daemon:
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
-                  "resumed_from": self.resumed_from, "warmup_s": self.warmup_s,
+                  "resumed_from": self.resumed_from, "resume_skipped": self.resume_skipped,
+                  "warmup_s": self.warmup_s,
                   "realtime": self.realtime})
         return d
 
@@ -521,8 +624,9 @@ class Daemon:
             return {"stopping": True}
         if cmd == "save":
             path = snapshots.confined(self.snap_dir, args.get("path", self.cfg["snapshots"]["file"]))
-            return self.call("snapshot", {"path": str(path), "counters": self._counters(),
-                                          "wait": True}).wait()
+            keep = self.snap_keep if path == self.snap_path else 1
+            return self.call("snapshot", {"path": str(path), "keep": keep,
+                                          "counters": self._counters(), "wait": True}).wait()
         if cmd in ("load", "reset"):
             if cmd == "load":
                 name, job_args = "load", {"path": str(snapshots.confined(self.snap_dir, args["path"]))}
@@ -535,7 +639,7 @@ class Daemon:
                     with self._pending_lock:
                         self.pending_context = None
                     self._set_context(job.result["context"])
-                    self._known = set(job.result.get("contexts", [self.context]))
+                    self._known = dict.fromkeys(job.result.get("contexts", [self.context]))
                     self._refused = set()
                     self.serving.replace(self.context, job.args["epoch"], parked)
             return self.call(name, job_args, on_reply=replaced, epoch=True).wait()

@@ -56,7 +56,7 @@ class DaemonProcess:
     """`rtlearn serve` in a subprocess with a config written to workdir/daemon.toml."""
 
     def __init__(self, workdir: str | Path, config: dict | None = None, robot: str = "kuka_iiwa",
-                 transport: str = "ipc", resume: bool = False, log_file: str | None = "daemon.log",
+                 transport: str = "ipc", resume: bool = False, fresh: bool = False, log_file: str | None = "daemon.log",
                  ready_timeout: float = 60.0, server_key: str | None = None,
                  client_keys: tuple[str, str] | None = None):
         self.workdir = Path(workdir)
@@ -69,7 +69,8 @@ class DaemonProcess:
         self.config_path.write_text(to_toml(self.config))
         self.snapshot_dir = Path(self.config["snapshots"]["dir"])
         cmd = [sys.executable, "-m", "rtlearn.cli", "serve", "--robot", robot,
-               "--config", str(self.config_path)] + (["--resume"] if resume else [])
+               "--config", str(self.config_path)] + (["--resume"] if resume else []) \
+            + (["--fresh"] if fresh else [])
         self.log_path = self.workdir / log_file if log_file else None
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,

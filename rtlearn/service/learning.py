@@ -220,7 +220,7 @@ class LearningProcess:
         self.say = RateLimitedLog(log, self.guard["log_interval"])
         self._good = None
         self._save_good()
-        self._writer = _SnapshotWriter(self.stats, self.say, self._reply)
+        self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
         while True:
             msg = conn.recv()
@@ -324,6 +324,8 @@ class LearningProcess:
             outcome = "refused"
             self.say("context", str(e), logging.ERROR)
         self.epoch = epoch  # the serving side takes only models of this epoch from now on
+        if self.bank.last_evicted is not None:
+            self.stats.contexts_evicted += 1
         if outcome in ("created", "restored"):
             self.stats.context_switches += 1
             if outcome == "created":
@@ -332,16 +334,17 @@ class LearningProcess:
                 self.stats.contexts_restored += 1
             self._save_good()
         self.arena.publish(self.learner, epoch)
-        return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names}
+        return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
+                "evicted": self.bank.last_evicted}
 
-    def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool):
+    def _job_snapshot(self, job_id: int, path: str, counters: dict, wait: bool, keep: int = 1):
         """Captured here (in learning order), written by the writer thread in FIFO order; with
         wait, the writer replies once the file is on disk."""
         meta, arrays = snapshots.capture(self.learner, self.bank,
                                          {"steps": self.stats.steps,
                                           "samples": self.stats.samples_learned, **counters})
         meta["robot"] = self.robot_name
-        self._writer.todo.put((path, meta, arrays, job_id if wait else None))
+        self._writer.todo.put((path, meta, arrays, keep, job_id if wait else None))
         return DEFERRED if wait else {"queued": path}
 
     def _job_load(self, job_id: int, path: str, epoch: int) -> dict:
@@ -373,9 +376,9 @@ DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
 class _SnapshotWriter(threading.Thread):
     """File I/O off the learning loop (learning process), in the order of capture."""
 
-    def __init__(self, stats: Stats, say: RateLimitedLog, reply):
+    def __init__(self, stats: Stats, reply):
         super().__init__(name="rtlearn-snapshots", daemon=True)
-        self.stats, self.say, self.reply = stats, say, reply
+        self.stats, self.reply = stats, reply
         self.todo: queue.SimpleQueue = queue.SimpleQueue()
 
     def stop(self) -> None:
@@ -384,15 +387,15 @@ class _SnapshotWriter(threading.Thread):
 
     def run(self) -> None:
         while (item := self.todo.get()) is not None:
-            path, meta, arrays, job_id = item
+            path, meta, arrays, keep, job_id = item
             error = None
             try:
-                snapshots.write(path, meta, arrays)
-                self.stats.snapshots_written += 1
-                self.stats.last_snapshot = str(path)
+                snapshots.write(path, meta, arrays, keep)
+                self.stats.snapshot_written(path)
             except Exception as e:  # a full disk must not stop learning
-                self.stats.snapshot_errors += 1
+                if self.stats.snapshot_failed(e):  # each kind logged once; all in status
+                    log.error("snapshot %s failed: %s (further failures of this kind are only "
+                              "counted in status; the exit code will be 5)", path, e)
                 error = OSError(f"snapshot {path} failed: {e}")
-                self.say("snapshot", str(error), logging.ERROR)
             if job_id is not None:
                 self.reply(job_id, error, {"saved": str(path)})

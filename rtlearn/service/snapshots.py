@@ -1,11 +1,18 @@
 """Daemon snapshots: the bank of context models, the shared memories and the counters, in one
 versioned state file written atomically (rtlearn.learner.state_io: temp file, fsync, rename,
-fsync of the directory), so a crash or `kill -9` leaves the previous snapshot intact."""
+fsync of the directory), so a crash or `kill -9` leaves the previous snapshot intact.
+
+The daemon's own snapshot file keeps generations: FILE is the newest, FILE.1 the one before,
+up to FILE.<keep-1>. Each is a complete file; rotation only renames, oldest first, so at any
+instant the existing generations are complete and in age order (`--resume` takes the newest
+readable one)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +52,87 @@ def capture(learner, bank, counters: dict) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def write(path: Path, meta: dict, arrays: dict) -> None:
-    save_state(path, KIND, VERSION, meta, arrays)
+class SnapshotsExistError(ValueError):
+    """A start without --resume where snapshots exist (it would overwrite them)."""
+
+
+def generation(path: Path, i: int) -> Path:
+    """Generation i of the snapshot file `path` (0: the file itself, the newest)."""
+    path = Path(path)
+    return path if i == 0 else path.with_name(f"{path.name}.{i}")
+
+
+def generations(path: Path) -> list[Path]:
+    """The existing generations of `path`, newest first."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(path.name) + r"(?:\.([1-9][0-9]*))?")
+    found = []
+    for p in path.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1) or 0), p))
+    return [p for _, p in sorted(found)]
+
+
+def write(path: Path, meta: dict, arrays: dict, keep: int = 1) -> None:
+    """Write atomically; with keep > 1 the previous files move down one generation first
+    (the oldest beyond `keep` is replaced), only once the new one is complete on disk."""
+    path = Path(path)
+    if keep <= 1:
+        save_state(path, KIND, VERSION, meta, arrays)
+        return
+    new = path.with_name(f".{path.name}.new")
+    save_state(new, KIND, VERSION, meta, arrays)  # complete and fsynced before any rename
+    for i in range(keep - 1, 0, -1):
+        if generation(path, i - 1).exists():
+            os.replace(generation(path, i - 1), generation(path, i))
+    os.replace(new, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_newest(path: Path) -> tuple[Path, dict, dict, list[tuple[str, str]]] | None:
+    """The newest readable generation of `path`: (its path, meta, arrays, [(skipped newer
+    path, why)]); None if there is none at all; StateFileError if none is readable."""
+    skipped = []
+    for p in generations(path):
+        try:
+            meta, arrays = read(p)
+        except StateFileError as e:
+            skipped.append((str(p), str(e)))
+            continue
+        return p, meta, arrays, skipped
+    if skipped:
+        raise StateFileError("no readable snapshot: " + "; ".join(why for _, why in skipped))
+    return None
+
+
+def move_aside(path: Path) -> Path | None:
+    """Move every generation of `path` into a new directory `previous-<time>` beside them
+    (nothing is deleted; `rtlearn ctl load previous-.../FILE` still reads them)."""
+    found = generations(path)
+    if not found:
+        return None
+    aside = Path(path).parent / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(time.strftime("previous-%Y%m%d-%H%M%S") + f"-{n}")
+    aside.mkdir()
+    for p in found:
+        os.replace(p, aside / p.name)
+    _fsync_dir(aside)
+    _fsync_dir(Path(path).parent)
+    return aside
 
 
 def read(path: Path) -> tuple[dict, dict]:

@@ -8,6 +8,7 @@ losses, contexts and snapshots (`Daemon.status` merges them). Counters are plain
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import Counter
@@ -70,13 +71,16 @@ class Stats:
         self.started = time.time()
         self.received = 0          # frames read from the state socket
         self.predicted = 0         # predictions published (one per accepted state)
-        self.invalid_predictions = 0  # published with valid=false (model had no finite answer)
+        self.invalid_predictions = 0  # published with valid=false: non-finite or over the limits
+        self.over_limit_predictions = 0  # of those, finite but beyond the torque limits
         self.rejected = Counter()  # reason -> count
         self.lost = 0              # sequence gaps
         self.stream_restarts = 0
+        self.resyncs = 0           # same stream, far jump or run below the high-water seq
         self.context_switches = 0
         self.contexts_created = 0
         self.contexts_restored = 0
+        self.contexts_evicted = 0    # least recently used idle ones, for new ones in a full bank
         self.deadline_misses = 0   # a batch was due while the previous step still ran
         self.backpressure_waits = 0  # the batch queue was full: reading paused (nothing lost)
         self.steps = 0
@@ -85,6 +89,10 @@ class Stats:
         self.snapshots_written = 0
         self.snapshot_errors = 0
         self.last_snapshot: str | None = None
+        self.last_snapshot_time: float | None = None   # wall clock of the last one written
+        self.snapshot_last_error: str | None = None
+        self.snapshot_last_error_time: float | None = None
+        self._snapshot_error_kinds: set[str] = set()
         self.latency = Ring()      # packet received -> prediction sent, inside the daemon
         self.step_time = Ring(4096)
         self.preq_sum = np.zeros(n_joints)   # sum of squared prediction errors, N*m^2
@@ -104,6 +112,21 @@ class Stats:
         self.preq_sum += sq_err_sum
         self.preq_count += n
 
+    def snapshot_written(self, path) -> None:
+        self.snapshots_written += 1
+        self.last_snapshot, self.last_snapshot_time = str(path), time.time()
+
+    def snapshot_failed(self, error: BaseException) -> bool:
+        """Count a failed snapshot write; True the first time its kind (errno name, else
+        exception type) is seen, so that each kind is logged once."""
+        self.snapshot_errors += 1
+        self.snapshot_last_error, self.snapshot_last_error_time = str(error), time.time()
+        code = getattr(error, "errno", None)
+        kind = errno.errorcode.get(code, type(error).__name__) if code else type(error).__name__
+        first = kind not in self._snapshot_error_kinds
+        self._snapshot_error_kinds.add(kind)
+        return first
+
     def reset_losses(self) -> None:
         self.preq_sum[:] = 0.0
         self.preq_recent[:] = 0.0
@@ -116,8 +139,10 @@ class Stats:
             "uptime_s": time.time() - self.started,
             "packets": {"received": self.received, "predicted": self.predicted,
                         "invalid_predictions": self.invalid_predictions,
+                        "over_limit_predictions": self.over_limit_predictions,
                         "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
-                        "lost": self.lost, "stream_restarts": self.stream_restarts},
+                        "lost": self.lost, "stream_restarts": self.stream_restarts,
+                        "resyncs": self.resyncs},
             "latency_ms": self.latency.summary_ms(),
             "learning": {"steps": self.steps, "samples": self.samples_learned,
                          "deadline_misses": self.deadline_misses,
@@ -128,7 +153,9 @@ class Stats:
                             "recent_mse_per_joint": self.preq_recent.tolist(),
                             "recent_learner_loss_per_joint": self.learn_loss.tolist()},
             "contexts": {"switches": self.context_switches, "created": self.contexts_created,
-                         "restored": self.contexts_restored},
+                         "restored": self.contexts_restored, "evicted": self.contexts_evicted},
             "snapshots": {"written": self.snapshots_written, "errors": self.snapshot_errors,
-                          "last": self.last_snapshot},
+                          "last": self.last_snapshot, "last_time": self.last_snapshot_time,
+                          "last_error": self.snapshot_last_error,
+                          "last_error_time": self.snapshot_last_error_time},
         }
