@@ -237,3 +237,4 @@ def test_memory_config_errors_are_clear():
     # a config saved before keys were scaled meant raw keys and absolute bounds
     old = {k: v for k, v in asdict(MemoryConfig.paper()).items() if k not in ("key", "relative")}
     assert MemoryConfig.from_dict(old) == MemoryConfig.paper()
+    assert MemoryConfig.from_dict({"n_centres": 10}) == MemoryConfig(n_centres=10)  # a config file

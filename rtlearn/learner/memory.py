@@ -17,6 +17,9 @@ from ..kernels import memory as K
 from .transform import Transform
 
 
+# Every MemoryConfig field of the snapshots written before eq. O5 and relative bounds.
+LEGACY_FIELDS = {"lr0", "n_centres", "clip", "width_ratio", "normalized_signal", "meta", "beta",
+                 "b1", "b2", "eps", "rate_min", "rate_max", "truncation"}
 META_KINDS = {"gd": K.META_GD, "adam": K.META_ADAM, "log": K.META_LOG}
 MAX_NODES_PER_CELL = 1024
 INTERPOLATION_FLOOR = 1e-11  # below this, G would grow past what a step can tabulate
@@ -81,9 +84,12 @@ class MemoryConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MemoryConfig":
-        """From asdict(); a dict saved before keys were scaled (no 'key' / 'relative') meant
-        raw keys and absolute bounds."""
-        return cls(**{"key": "raw", "relative": False, **d})
+        """From a partial dict (a config file: missing fields take the defaults) or from
+        asdict(); a whole dict saved before keys were scaled (every field of then, no 'key')
+        meant raw keys and absolute bounds."""
+        if "key" not in d and LEGACY_FIELDS <= set(d):
+            d = {"key": "raw", "relative": False, **d}
+        return cls(**d)
 
     def rate_bounds(self, lr0: float | None = None) -> tuple[float, float]:
         """(lowest, highest) rate, absolute."""
