@@ -153,6 +153,7 @@ def test_context_switch_restores_the_right_model(daemon):
     st = wait_status(daemon, lambda st: st["contexts"]["switches"] - base["contexts"]["switches"] >= 3)
     assert st["context"] == "a"
     assert st["contexts"]["restored"] - base["contexts"]["restored"] == 1
+    assert set(st["contexts"]["settled"]) == {"kept", "fell_back"}
     assert st["contexts"]["switches"] - base["contexts"]["switches"] == 3  # default->a->b->a
 
 

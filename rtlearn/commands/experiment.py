@@ -27,6 +27,8 @@ def add_arguments(p):
     p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
     p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
                    "of the compared methods (default the daemon's, 0.001)")
+    p.add_argument("--cycles", type=int, default=None, help="payload-swap: payload cycles per "
+                   "run (default 20 lift, 11 sines: >= 60 s); e.g. 100 sines for 10 minutes")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
                    "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
@@ -77,15 +79,19 @@ def _payload_swap_options(args) -> dict:
             raise ValueError(f"unknown payload-swap method(s) {', '.join(map(repr, unknown))};"
                              f" choose from {', '.join(ps.METHODS)}")
         options["methods"] = tuple(dict.fromkeys(("MetaGD", "GD") + names))
+    if args.cycles is not None:
+        if args.cycles < 2:
+            raise ValueError("--cycles: at least 2 (one payload change)")
+        options["cycles"] = args.cycles
     return options
 
 
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods",), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates")}
-    for opt in ("methods", "mnist", "robot", "task", "rates"):
-        if getattr(args, opt) and opt not in own.get(args.name, ()):
+           "payload-swap": ("methods", "robot", "task", "rates", "cycles")}
+    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles"):
+        if getattr(args, opt) is not None and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)
             return 2

@@ -150,8 +150,9 @@ def diverged(w: dict) -> bool:
 
 
 def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: str = "lift",
-              rates: tuple = (DEFAULT_RATE,), methods: tuple = tuple(METHODS)) -> dict:
-    X, Y, ctx, names = stream(robot, task, seed, cycles=3 if quick else None)
+              rates: tuple = (DEFAULT_RATE,), methods: tuple = tuple(METHODS),
+              cycles: int | None = None) -> dict:
+    X, Y, ctx, names = stream(robot, task, seed, cycles=3 if quick else cycles)
     n_joints = Y.shape[1]
     changes, restores = changes_of(ctx)
     continue_, rate_traces, curves = {}, {}, {}

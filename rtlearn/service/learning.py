@@ -307,7 +307,9 @@ class LearningProcess:
 
     def _status(self) -> dict:
         lr = self.learner
-        return {"stats": self.stats.as_dict(), "contexts_known": self.bank.names,
+        stats = self.stats.as_dict()
+        stats["contexts"]["settled"] = dict(self.bank.settled)
+        return {"stats": stats, "contexts_known": self.bank.names,
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
 
