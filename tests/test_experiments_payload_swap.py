@@ -55,10 +55,20 @@ def test_bad_options_fail_before_any_worker_with_a_clear_message():
     for args, text in ((["--task", "dance"], "unknown task"),
                        (["--rates", "0.1,x"], "comma-separated numbers"),
                        (["--methods", "GD,Magic"], "unknown payload-swap method"),
-                       (["--robot", "/nonexistent/arm.toml"], "arm.toml")):
+                       (["--robot", "/nonexistent/arm.toml"], "arm.toml"),
+                       (["--memory", "clip=10,flavour=3"], "not a MemoryConfig field"),
+                       (["--memory", "n_centres=many"], "not of type int"),
+                       (["--memory", "rate_min=3"], "multiples of the base rate"),
+                       (["--cycles", "1"], "at least 2")):
         r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "payload-swap",
                             *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
     r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "digits", "--task",
                         "lift"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "payload-swap only" in r.stderr
+
+
+def test_memory_variant_reaches_metagd_only():
+    cfg = ps.learner_config("MetaGD", 1e-3, 7, 0, {"clip": 10.0, "n_centres": 50})
+    assert cfg.memory.clip == 10.0 and cfg.memory.n_centres == 50
+    assert ps.learner_config("MetaGD-paper", 1e-3, 7, 0, {"clip": 2.0}).memory.clip == 10.0

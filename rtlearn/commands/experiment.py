@@ -27,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
     p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
                    "of the compared methods (default the daemon's, 0.001)")
+    p.add_argument("--memory", default=None, metavar="K=V,...", help="payload-swap: "
+                   "MemoryConfig fields replacing MetaGD's defaults, e.g. clip=10,n_centres=50 "
+                   "(a design variant to compare)")
     p.add_argument("--cycles", type=int, default=None, help="payload-swap: payload cycles per "
                    "run (default 20 lift, 11 sines: >= 60 s); e.g. 100 sines for 10 minutes")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
@@ -79,6 +82,25 @@ def _payload_swap_options(args) -> dict:
             raise ValueError(f"unknown payload-swap method(s) {', '.join(map(repr, unknown))};"
                              f" choose from {', '.join(ps.METHODS)}")
         options["methods"] = tuple(dict.fromkeys(("MetaGD", "GD") + names))
+    if args.memory:
+        from dataclasses import fields
+        from rtlearn.learner import MemoryConfig
+        types = {f.name: type(getattr(MemoryConfig(), f.name)) for f in fields(MemoryConfig)}
+        memory = {}
+        for item in args.memory.split(","):
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in types or key == "lr0":
+                raise ValueError(f"--memory: {key!r} is not a MemoryConfig field (lr0 is "
+                                 f"--rates); fields: {', '.join(k for k in types if k != 'lr0')}")
+            kind = types[key]
+            try:
+                memory[key] = (value.strip().lower() in ("1", "true", "yes") if kind is bool
+                               else kind(value.strip()))
+            except ValueError:
+                raise ValueError(f"--memory: {key}={value!r} is not of type {kind.__name__}") from None
+        MemoryConfig(**memory).validate()
+        options["memory"] = memory
     if args.cycles is not None:
         if args.cycles < 2:
             raise ValueError("--cycles: at least 2 (one payload change)")
@@ -89,8 +111,8 @@ def _payload_swap_options(args) -> dict:
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods",), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates", "cycles")}
-    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles"):
+           "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory")}
+    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory"):
         if getattr(args, opt) is not None and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)

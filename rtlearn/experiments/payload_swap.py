@@ -90,8 +90,12 @@ def changes_of(ctx: np.ndarray) -> tuple[list[int], list[int]]:
     return changes, restores
 
 
-def learner_config(method: str, lr: float, n_joints: int, seed: int) -> LearnerConfig:
+def learner_config(method: str, lr: float, n_joints: int, seed: int,
+                   memory: dict | None = None) -> LearnerConfig:
+    """memory: MemoryConfig fields that replace the defaults of "MetaGD" (design variants)."""
     optimizer, mem = METHODS[method]
+    if method == "MetaGD" and memory:
+        mem = MemoryConfig(**memory)
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, optimizer=optimizer, lr=lr,
                          seed=seed, **({"memory": mem} if mem else {}))
 
@@ -151,7 +155,7 @@ def diverged(w: dict) -> bool:
 
 def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: str = "lift",
               rates: tuple = (DEFAULT_RATE,), methods: tuple = tuple(METHODS),
-              cycles: int | None = None) -> dict:
+              cycles: int | None = None, memory: dict | None = None) -> dict:
     X, Y, ctx, names = stream(robot, task, seed, cycles=3 if quick else cycles)
     n_joints = Y.shape[1]
     changes, restores = changes_of(ctx)
@@ -159,7 +163,7 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
     runs = {(m, lr) for m in methods for lr in rates}
     runs |= {("GD", lr) for lr in (GD_GRID[1:4] if quick else GD_GRID)}
     for m, lr in sorted(runs):
-        cfg = learner_config(m, lr, n_joints, seed)
+        cfg = learner_config(m, lr, n_joints, seed, memory)
         loss, layer = run_continue(X, Y, cfg)
         curves[(m, lr)] = loss
         continue_[f"{m} {lr:g}"] = windows(loss, changes)
@@ -167,7 +171,7 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
             rate_traces[f"{m} {lr:g}"] = layer
     bank = {}
     for m in ("GD", "MetaGD"):
-        cfg = learner_config(m, DEFAULT_RATE, n_joints, seed)
+        cfg = learner_config(m, DEFAULT_RATE, n_joints, seed, memory)
         loss_b = run_bank(X, Y, ctx, names, cfg)
         loss_c = curves.get((m, DEFAULT_RATE))
         if loss_c is None:
