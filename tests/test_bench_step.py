@@ -13,9 +13,10 @@ from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
 SMALL = LearnerConfig(n_joints=3, n_inputs=5, hidden=(8, 4), optimizer="metagd", lr=0.01,
                       batch_size=10, normalize="none", memory=MemoryConfig())
 PAPER = LearnerConfig(**{**SMALL.to_dict(), "memory": MemoryConfig.paper(n_centres=20, beta=0.05)})
+SCALED = LearnerConfig(**{**SMALL.to_dict(), "memory": MemoryConfig.scaled()})
 
 
-@pytest.mark.parametrize("cfg", [SMALL, PAPER], ids=["default", "paper"])
+@pytest.mark.parametrize("cfg", [SMALL, PAPER, SCALED], ids=["default", "paper", "scaled"])
 def test_numpy_twin_matches_the_kernels_step_for_step(cfg):
     rng = np.random.default_rng(0)
     learner, twin_learner = OnlineLearner(cfg), OnlineLearner(cfg)

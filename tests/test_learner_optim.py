@@ -180,15 +180,15 @@ def test_unknown_optimizer_is_a_clear_error():
 
 
 def test_scaled_keys_and_log_rates_against_a_plain_reference():
-    """The default memory (eq. O5 keys, eq. M5' log-rates, bounds relative to the base rate)
-    as make_optimizer chains it, against naive.ScaleKey + naive.Memory step by step; the
+    """The scale-free memory (eq. O5 keys, eq. M5' log-rates, bounds relative to the base
+    rate) as make_optimizer chains it, against naive.ScaleKey + naive.Memory step by step; the
     gradients jump in scale halfway, as at a payload change."""
     rng = np.random.default_rng(7)
     n, steps = 30, 80
     grads = np.cumsum(rng.normal(size=(steps, n)), axis=0) * 0.01
     grads[40:] *= 50.0
     bounds = np.array([0, 10, 30])
-    cfg = MemoryConfig(truncation=1e-14)
+    cfg = MemoryConfig.scaled(truncation=1e-14)
     opt = make_optimizer("metagd", 0.02, 10.0, cfg)
     assert [t.name for t in opt.transforms] == ["clip", "scale_key", "memory"]
     path, state = _run(opt, grads, np.zeros(n), bounds)
@@ -238,3 +238,18 @@ def test_memory_config_errors_are_clear():
     old = {k: v for k, v in asdict(MemoryConfig.paper()).items() if k not in ("key", "relative")}
     assert MemoryConfig.from_dict(old) == MemoryConfig.paper()
     assert MemoryConfig.from_dict({"n_centres": 10}) == MemoryConfig(n_centres=10)  # a config file
+
+
+def test_relative_rates_are_the_papers_update_in_units_of_the_base_rate():
+    """relative=True: beta and the bounds act on multiples of lr0, so at any base rate the
+    default memory is the paper's update with beta * lr0 and bounds * lr0."""
+    grads = np.cumsum(np.random.default_rng(3).normal(size=(60, 20)), axis=0) * 0.3
+    bounds = np.array([0, 8, 20])
+    for lr0 in (1e-4, 1e-3, 0.02):
+        ours = MemoryConfig(lr0=lr0, beta=3.0, rate_min=0.05, rate_max=20.0)
+        paper = MemoryConfig.paper(lr0=lr0, beta=3.0 * lr0, rate_min=0.05 * lr0,
+                                   rate_max=20.0 * lr0)
+        a, sa = _run(chain(clip(10.0), memory(ours)), grads, np.zeros(20), bounds)
+        b, sb = _run(chain(clip(10.0), memory(paper)), grads, np.zeros(20), bounds)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+        assert np.ptp(sa.states[-1]["w"]) > 0.1 * lr0  # the memory moved, at this scale

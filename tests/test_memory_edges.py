@@ -7,7 +7,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import numpy as np
     from rtlearn.learner import MemoryConfig, chain, clip, memory, scale_key
-    for cfg in (MemoryConfig(), MemoryConfig(normalized_signal=True, meta="adam"),
+    for cfg in (MemoryConfig(), MemoryConfig.scaled(), MemoryConfig(normalized_signal=True, meta="adam"),
                 MemoryConfig(n_centres=7, width_ratio=1.5, clip=2.0), MemoryConfig.authors(),
                 MemoryConfig(n_centres=7, clip=2.0, full_window=True, normalized_signal=True)):
         C = cfg.clip

@@ -75,7 +75,8 @@ def numpy_step(learner: OnlineLearner):
     """The reference step in plain numpy (float64), same maths as the kernels."""
     layers = _layers(learner)
     cfg = learner.config.memory
-    C, K, lr0, beta = cfg.clip, cfg.n_centres, learner.config.lr, cfg.beta
+    C, K, lr0 = cfg.clip, cfg.n_centres, learner.config.lr
+    beta = cfg.beta * lr0 if cfg.relative and cfg.meta != "log" else cfg.beta
     G, (w_lo, w_hi) = learner.config.grad_clip, cfg.rate_bounds(lr0)
     win = _Window(cfg, len(learner.net.bounds) - 1)
     params = [t for W, b in layers for t in (W, b)]
@@ -161,6 +162,7 @@ def torch_step(learner: OnlineLearner):
     cfg = learner.config.memory
     C, K, G = cfg.clip, cfg.n_centres, learner.config.grad_clip
     w_lo, w_hi = cfg.rate_bounds(learner.config.lr)
+    beta = cfg.beta * learner.config.lr if cfg.relative and cfg.meta != "log" else cfg.beta
     win = _Window(cfg, len(learner.net.bounds) - 1)
     gid, g0 = [], 0
     for t in params:
@@ -209,7 +211,7 @@ def torch_step(learner: OnlineLearner):
             d = torch.bincount(idx.reshape(-1), weights=(psi * s[:, None]).reshape(-1),
                                minlength=state["w"].numel()) / counts.repeat_interleave(K)
             w = state["w"]
-            w = w * torch.exp(cfg.beta * d) if cfg.meta == "log" else w + cfg.beta * d
+            w = w * torch.exp(beta * d) if cfg.meta == "log" else w + beta * d
             state["w"] = torch.clamp(w, w_lo, w_hi)
             psi, idx = window(x)
             eta = (psi * state["w"][idx]).sum(dim=1) / psi.sum(dim=1)

@@ -39,10 +39,12 @@ CYCLES = {"lift": 20, "sines": 11}    # ~70 s and 66 s
 BATCH = 10
 DEFAULT_RATE = LearnerConfig().lr
 GD_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-# name -> (optimizer, memory); MetaGD-paper: the memory as the paper has it (raw keys, rates
-# learned by GD, absolute bounds), rtlearn's default before this experiment existed.
+# name -> (optimizer, memory). MetaGD: the default memory; MetaGD-paper: the memory as the
+# paper has it (absolute rates and meta step), rtlearn's default before this experiment;
+# MetaGD-scaled: the scale-free variant (MemoryConfig.scaled()).
 METHODS = {"GD": ("gd", None), "MetaGD": ("metagd", None), "Adam": ("adam", None),
-           "SGD-HD": ("sgd-hd", None), "MetaGD-paper": ("metagd", MemoryConfig.paper())}
+           "SGD-HD": ("sgd-hd", None), "MetaGD-paper": ("metagd", MemoryConfig.paper()),
+           "MetaGD-scaled": ("metagd", MemoryConfig.scaled())}
 WINDOWS = ("early", "after_change_100ms", "after_change_500ms", "whole", "steady")
 DIVERGED = 1e8   # a window mean above this (N*m)^2, or non-finite, is a diverged run
 
@@ -215,9 +217,11 @@ def summarize(trials: list[dict]) -> dict:
     for lr in rates:
         r = f"{lr:g}"
         per_rate[r] = {f"MetaGD/{b}": ratio(f"MetaGD {r}", f"{b} {r}")
-                       for b in ("GD", "Adam", "SGD-HD", "MetaGD-paper") if f"{b} {r}" in keys}
-        if f"MetaGD-paper {r}" in keys:
-            per_rate[r]["MetaGD-paper/GD"] = ratio(f"MetaGD-paper {r}", f"GD {r}")
+                       for b in ("GD", "Adam", "SGD-HD", "MetaGD-paper", "MetaGD-scaled")
+                       if f"{b} {r}" in keys}
+        for variant in ("MetaGD-paper", "MetaGD-scaled"):
+            if f"{variant} {r}" in keys:
+                per_rate[r][f"{variant}/GD"] = ratio(f"{variant} {r}", f"GD {r}")
     default = f"{DEFAULT_RATE:g}"
     gd_keys = [k for k in keys if k.startswith("GD ")]
     best, best_rate = [], []

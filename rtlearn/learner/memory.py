@@ -30,13 +30,12 @@ class MemoryConfig:
     """Settings of one memory per parameter group.
 
     Defaults (docs/algorithm.md, "Our defaults", measured by `rtlearn experiment
-    payload-swap`): the key is the group's gradient in units of its own running RMS (eq. O5,
-    key="scaled"), so every layer's memory sees keys of the same range and learns from
-    signals of order one whatever its gradients' scale; the memory learns log-rates
-    (meta="log", eq. M5'), so rates stay positive and move by factors; and rate_min/rate_max
-    are multiples of the base rate (relative=True), so the base rate keeps its meaning and
-    the learned rates cannot drift beyond [0.3, 5] x base. `paper()` and `authors()` give
-    the paper's and the authors' settings.
+    payload-swap`): the paper's rule (raw keys, MetaGD) learning *multiples of the base rate*
+    (relative=True: the meta step is beta * lr0 * Delta, the bounds rate_min and rate_max are
+    multiples of lr0), so the base rate keeps its meaning at every value and the learned rates
+    cannot drift beyond 30x base. At lr0 = 1e-3 this is the paper's update with tighter
+    bounds. key="scaled" (eq. O5) with meta="log" (eq. M5') is the scale-free variant we
+    measured beside it. `paper()` and `authors()` give the paper's and the authors' settings.
 
     `truncation` sets the accuracy of the fast evaluation: the window radius R is the
     smallest with exp(-a R^2 / 2) <= truncation (a = (spacing / width)^2), and the node
@@ -48,19 +47,19 @@ class MemoryConfig:
     """
 
     lr0: float = 1e-3            # eta_0: every local rate starts here (the learner's lr)
-    n_centres: int = 17           # K
-    clip: float = 4.0             # C: centres on [-C, C]; keys clipped to it
+    n_centres: int = 50           # K
+    clip: float = 10.0            # C: centres on [-C, C]; keys clipped to it
     width_ratio: float = 0.5      # h / centre spacing
     normalized_signal: bool = False  # eq. M4 weights: psi (eq. 10) or psi / sum(psi)
-    meta: str = "log"             # "log" (MetaGD on log-rates), "gd" (MetaGD), "adam" (MemAdam)
-    beta: float = 0.5             # meta learning rate
+    meta: str = "gd"              # "gd" (MetaGD), "adam" (MemAdam), "log" (MetaGD on log w)
+    beta: float = 1.0             # meta learning rate (per unit of lr0 when relative)
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    rate_min: float = 0.3         # bounds of the rates: multiples of lr0 when relative
-    rate_max: float = 5.0
+    rate_min: float = 0.01        # bounds of the rates: multiples of lr0 when relative
+    rate_max: float = 30.0
     relative: bool = True
-    key: str = "scaled"           # "raw": the direction itself (paper); "scaled": eq. O5
+    key: str = "raw"              # "raw": the direction itself (paper); "scaled": eq. O5
     key_decay: float = 0.99       # eq. O5: EMA factor of the running RMS (per step)
     truncation: float = 1e-7
     full_window: bool = False
@@ -68,9 +67,18 @@ class MemoryConfig:
     @classmethod
     def paper(cls, **overrides) -> "MemoryConfig":
         """The paper's memory as rtlearn ran it before payload-swap measured the defaults:
-        raw keys, MetaGD on the rates themselves, absolute bounds."""
+        raw keys, MetaGD on absolute rates (beta 1e-3 whatever the base rate), absolute bounds
+        [1e-9, 1]."""
         base = cls(n_centres=50, clip=10.0, meta="gd", beta=1e-3, rate_min=1e-9, rate_max=1.0,
                    relative=False, key="raw")
+        return replace(base, **overrides)
+
+    @classmethod
+    def scaled(cls, **overrides) -> "MemoryConfig":
+        """The scale-free variant measured beside the defaults (docs/results.md §5): keys in
+        units of each group's running RMS (eq. O5), log-rates (eq. M5'), [0.3, 5] x base."""
+        base = cls(n_centres=17, clip=4.0, meta="log", beta=0.5, rate_min=0.3, rate_max=5.0,
+                   relative=True, key="scaled")
         return replace(base, **overrides)
 
     @classmethod
@@ -306,11 +314,17 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
             "eta_mean": np.full(g, config.lr0),
         }
 
+    # Relative rates: the meta step of GD / Adam is in units of the base rate too (the log
+    # step already is).
+    beta_per_lr0 = config.relative and config.meta != "log"
+
     def update(grad, u, key, state, bounds):
-        w_lo, w_hi = config.rate_bounds(state["lr0"][0])
+        lr0 = state["lr0"][0]
+        w_lo, w_hi = config.rate_bounds(lr0)
+        beta = config.beta * lr0 if beta_per_lr0 else config.beta
         K.memory_step(key, u, state["key_prev"], state["w"], state["w_m"], state["w_v"],
                       state["count"], bounds, config.clip, inv_step, nodes.per_cell, nodes.phi,
-                      nodes.dphi, nodes.psi, nodes.dpsi, meta_kind, config.beta, config.b1,
+                      nodes.dphi, nodes.psi, nodes.dpsi, meta_kind, beta, config.b1,
                       config.b2, config.eps, w_lo, w_hi,
                       state["learn"][0] > 0, state["js"], state["hw"], state["out"],
                       state["acc"], state["wpad"], state["dpad"], state["eta_nodes"],
