@@ -170,3 +170,22 @@ def test_learning_goes_on_under_one_absurd_torque_per_batch(tmp_path, trained):
     assert st["learning"]["excluded"] == {"torque_limit": 200, "velocity_limit": 0, "outlier": 0}
     assert st["learning"]["samples"] == 1800 and st["learning"]["rollbacks"] == 0
     assert after < 1.05 * before
+
+
+def test_the_screen_is_armed_from_the_first_batch_of_a_start_and_of_a_reset(tmp_path):
+    """No model and no scale yet: the first batch is screened against its own median."""
+    def first_batch(start_seq: int):
+        states = list(synthetic_stream(20, start_seq=start_seq))
+        states[2].tau = states[2].tau + np.array([0, 0, 0, 0, 0, 0, 1e6])
+        states[5].tau = states[5].tau + np.array([0, 150, 0, 0, 0, 0, 0])
+        return states
+
+    with DaemonProcess(tmp_path, CONFIG, robot=fast_iiwa(tmp_path)) as d:
+        st = stream(d, first_batch(0))
+        assert st["learning"]["excluded"] == {"torque_limit": 1, "velocity_limit": 0,
+                                              "outlier": 1}
+        d.request("reset")
+        st = stream(d, first_batch(20))
+        assert st["learning"]["excluded"] == {"torque_limit": 2, "velocity_limit": 0,
+                                              "outlier": 2}
+        assert st["learner"]["samples"] == 18  # since the reset

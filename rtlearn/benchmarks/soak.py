@@ -221,7 +221,7 @@ def _row(daemon, feeder: Feeder, pids: list[int], elapsed: float) -> dict:
             "resyncs": st["packets"]["resyncs"], "excluded": st["learning"]["excluded"],
             "rollbacks": st["learning"]["rollbacks"], "steps": st["learning"]["steps"],
             "deadline_misses": st["learning"]["deadline_misses"],
-            "switches": st["contexts"]["switches"],
+            "switches": st["contexts"]["switches"], "rates": st["learner"]["rates"],
             "daemon_recent_mse": float(np.mean(st["prequential"]["recent_mse_per_joint"]))}
 
 

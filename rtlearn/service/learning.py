@@ -268,7 +268,12 @@ class LearningProcess:
         a = self.arena
         X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
         keep = self.screen.keep(self.learner, X, Y, P)
-        return (X, Y, P) if keep.all() else (X[keep], Y[keep], P[keep])
+        if keep.all():
+            return X, Y, P
+        self.say("excluded", f"{n - int(keep.sum())} of {n} samples of a batch not learned: "
+                             f"beyond the robot's limits or outliers (status learning.excluded: "
+                             f"{self.screen.counts})")
+        return X[keep], Y[keep], P[keep]
 
     def _learn(self, slot: int, n: int, rollback: bool) -> None:
         t0 = time.perf_counter()
