@@ -78,7 +78,7 @@ def test_kill_9_then_resume_continues_from_the_snapshot(tmp_path):
 
 
 def test_sigterm_learns_buffered_samples_and_snapshots(tmp_path):
-    cfg = {"learner": {"hidden": [32, 32]}, "snapshots": {"interval": 0.0}}
+    cfg = {**CONFIG, "snapshots": {"interval": 0.0}}  # (CONFIG: every sample learned)
     with DaemonProcess(tmp_path, cfg) as d:
         stream_through(d, list(synthetic_stream(1005)))  # 100 full batches + 5 buffered
         assert d.stop() == 0
