@@ -460,7 +460,6 @@ class Daemon:
         x[2 * n:] = self._qdd.update_into(t, qd, x[2 * n:]) if qdd is None else qdd
         arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
-        arena.P[self._slot, i] = pred  # as the model made it: the screen judges its residual
         problem = K.check_torque(pred, self._limit)
         valid = problem == K.TORQUE_OK
         if not valid:
@@ -474,6 +473,7 @@ class Daemon:
                 self.stats.over_limit_predictions += 1
                 self.say("over_limit", "a prediction exceeded the torque limits (x guard."
                                        "torque_margin): published valid=false, zero torque")
+        arena.P[self._slot, i] = pred
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else
                       encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)

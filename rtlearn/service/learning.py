@@ -264,10 +264,13 @@ class LearningProcess:
 
     def _screened(self, slot: int, n: int):
         """The samples of a slot to learn from (rtlearn.service.screen): the others are
-        counted by reason and left out, the rest of the batch is still learned."""
+        counted by reason and left out, the rest of the batch is still learned. Residuals
+        are the learning model's own, not the served ones: a served copy may be a step or
+        several behind, and one published in the middle of a batch would make its residuals
+        jump there."""
         a = self.arena
         X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
-        keep = self.screen.keep(self.learner, X, Y, P)
+        keep = self.screen.keep(self.learner, X, Y, self.learner.predict_many(X))
         if keep.all():
             return X, Y, P
         self.say("excluded", f"{n - int(keep.sum())} of {n} samples of a batch not learned: "
