@@ -21,9 +21,11 @@ from rtlearn.service.synthetic import DT, PERIOD, synthetic_state, synthetic_str
 N = 7
 CYCLE = int(round(PERIOD / DT))
 SMALL = {"learner": {"hidden": [32, 32], "lr": 3e-3},  # quicker steps, same kernels
-         # the synthetic torques are not the iiwa's (a 4 kg payload takes them beyond its
-         # limits): no limit check, so that every prediction is published as the model made it
-         "guard": {"torque_margin": float("inf")}}
+         # the synthetic torques and velocities are not the iiwa's (a 4 kg payload takes the
+         # torques beyond its limits, joint 2 moves faster than twice its 1.71 rad/s): no limit
+         # checks, so that every prediction is published as the model made it and every
+         # sample is learned
+         "guard": {"torque_margin": float("inf"), "sample_margin": float("inf")}}
 
 
 def collect(client: RobotClient, expected: int, timeout: float = 30.0) -> list:
@@ -279,7 +281,7 @@ def test_corrupt_snapshot_is_refused_and_model_untouched(daemon):
 
 def test_divergence_rolls_back_and_predictions_stay_finite(tmp_path):
     with DaemonProcess(tmp_path, {"learner": {"hidden": [32, 32], "optimizer": "gd"},
-                                  "guard": {"good_every": 20}}) as d:
+                                  "guard": {"good_every": 20, "sample_margin": float("inf")}}) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
             send_all(c, list(synthetic_stream(1000)))
             d.request("options", lr=10.0)  # the largest rate allowed

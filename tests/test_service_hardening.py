@@ -22,7 +22,9 @@ from rtlearn.service.control import ControlClient
 from rtlearn.service.launch import DaemonProcess, free_tcp_port, to_toml
 from rtlearn.service.synthetic import synthetic_state, synthetic_stream
 
-TINY = {"learner": {"hidden": [8]}}
+# joint 2 of the synthetic stream moves faster than twice the iiwa's 1.71 rad/s: its samples
+# would not be learned, so the sample limit check is off (the prediction check stays on)
+TINY = {"learner": {"hidden": [8]}, "guard": {"sample_margin": float("inf")}}
 ROBOTS = Path(__file__).resolve().parents[1] / "robots"
 
 
@@ -174,7 +176,8 @@ def test_an_infinite_torque_margin_turns_the_check_off(tmp_path):
     text = re.sub(r"(?m)^torque_limits = .*$", "torque_limits = [1e-9, 1e-9, 1e-9, 1e-9, 1e-9, 1e-9, 1e-9]", text)
     robot = tmp_path / "weak_iiwa.toml"
     robot.write_text(text)
-    with DaemonProcess(tmp_path, {**TINY, "guard": {"torque_margin": float("inf")}},
+    off = {"torque_margin": float("inf"), "sample_margin": float("inf")}
+    with DaemonProcess(tmp_path, {**TINY, "guard": off},
                        robot=str(robot)) as d:
         with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
             for s in synthetic_stream(20):

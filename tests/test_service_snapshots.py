@@ -16,10 +16,11 @@ from rtlearn.service.config import ConfigError, load_config
 from rtlearn.service.launch import DaemonProcess
 from rtlearn.service.synthetic import synthetic_state, synthetic_stream
 
-# the synthetic torques are not the iiwa's (above its 40 N*m limits on joints 6 and 7): no
-# limit check, so that every prediction is published as the model made it
+# the synthetic torques and velocities are not the iiwa's (above its 40 N*m limits on joints 6
+# and 7, joint 2 faster than twice its 1.71 rad/s): no limit checks, so that every prediction
+# is published as the model made it and every sample is learned
 CONFIG = {"learner": {"hidden": [32, 32]}, "snapshots": {"interval": 0.3},
-          "guard": {"torque_margin": float("inf")}}
+          "guard": {"torque_margin": float("inf"), "sample_margin": float("inf")}}
 
 
 def stream_through(d: DaemonProcess, states) -> list:
@@ -77,7 +78,7 @@ def test_kill_9_then_resume_continues_from_the_snapshot(tmp_path):
 
 
 def test_sigterm_learns_buffered_samples_and_snapshots(tmp_path):
-    cfg = {"learner": {"hidden": [32, 32]}, "snapshots": {"interval": 0.0}}
+    cfg = {**CONFIG, "snapshots": {"interval": 0.0}}  # (CONFIG: every sample learned)
     with DaemonProcess(tmp_path, cfg) as d:
         stream_through(d, list(synthetic_stream(1005)))  # 100 full batches + 5 buffered
         assert d.stop() == 0

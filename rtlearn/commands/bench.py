@@ -1,4 +1,5 @@
-"""rtlearn bench: latency of the learning step (step) and of the running daemon (serve)."""
+"""rtlearn bench: latency of the learning step (step) and of the running daemon (serve); a long
+run under hostile input (soak)."""
 
 import sys
 
@@ -8,13 +9,19 @@ HELP = "latency benchmarks (percentiles over thousands of steps)"
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="?", choices=["step", "packet", "serve"], default="step",
+    p.add_argument("target", nargs="?", choices=["step", "packet", "serve", "soak"],
+                   default="step",
                    help="step: one learning step vs numpy/torch; packet: the daemon's "
-                        "per-packet work alone; serve: the daemon on loopback")
+                        "per-packet work alone; serve: the daemon on loopback; soak: the daemon "
+                        "fed a simulated lift and hostile frames, memory and error over time")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
     p.add_argument("--seconds", type=float, default=60.0,
-                   help="seconds at 1 kHz for the echo and for the daemon (serve)")
+                   help="seconds at 1 kHz for the echo and for the daemon (serve), of the "
+                        "run (soak, unless --minutes)")
+    p.add_argument("--minutes", type=float, help="minutes of the run (soak)")
+    p.add_argument("--hostile-rate", type=float, default=5.0,
+                   help="hostile frames per second, the kinds in turn (soak)")
     p.add_argument("--block", type=float, default=1.0,
                    help="seconds per turn when echo and daemon take turns (serve)")
     p.add_argument("--replay", type=int, default=20_000,
@@ -22,7 +29,7 @@ def add_arguments(p):
     p.add_argument("--transport", choices=["tcp", "ipc"], default="tcp", help="(serve)")
     p.add_argument("--config", metavar="FILE",
                    help="daemon config overrides, as for `rtlearn serve --config` "
-                        "(serve, packet)")
+                        "(serve, packet, soak)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON")
 
 
@@ -33,7 +40,7 @@ def _row(name, r):
 
 
 def run(args) -> int:
-    if args.target in ("serve", "packet"):
+    if args.target in ("serve", "packet", "soak"):
         from rtlearn.service.bench import packet_summary, run_packet_bench, run_serve_bench
         from rtlearn.service.config import ConfigError, read_overrides
         try:
@@ -44,6 +51,11 @@ def run(args) -> int:
     if args.target == "packet":
         result = run_packet_bench(overrides)
         print(packet_summary(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    elif args.target == "soak":
+        from rtlearn.benchmarks.soak import report, run_soak
+        seconds = args.minutes * 60 if args.minutes is not None else args.seconds
+        result = run_soak(seconds, hostile_rate=args.hostile_rate, config=overrides)
+        print(report(result), file=sys.stderr if args.json == "-" else sys.stdout)
     elif args.target == "serve":
         result = run_serve_bench(seconds=args.seconds, block=args.block,
                                  replay_samples=args.replay, transport=args.transport,

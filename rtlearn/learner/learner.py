@@ -11,10 +11,12 @@ from ..kernels.optim import all_finite, copy_into
 from .memory import MemoryConfig
 from .network import MLPStack, Normalizer
 from .optim import OPTIMIZERS, make_optimizer
+from .robust import ResidualScale
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-learner"
-STATE_VERSION = 2   # 2: the normaliser counts split into norm.x_count / norm.y_count
+STATE_VERSION = 3   # 2: the normaliser counts split into norm.x_count / norm.y_count;
+                    # 3: the residual scale of the outlier screen, resid.*
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class OnlineLearner:
         self.optimizer = make_optimizer(c.optimizer, c.lr, c.grad_clip, c.memory, c.hd_beta,
                                         c.hd_per_group)
         self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds)
+        self.resid = ResidualScale(c.n_joints)  # kept by the daemon's sample screen
         self.n_steps = 0
         self.n_samples = 0
         self._x1 = np.zeros((1, c.n_inputs))
@@ -123,8 +126,9 @@ class OnlineLearner:
         return out
 
     def learn_many(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        """One learning step on a batch. Returns per-joint loss measured before the update
-        (a new array: callers keep loss histories)."""
+        """One learning step on a batch of any number of rows up to batch_size (the gradient
+        is the batch mean, so screened-out rows are simply left out). Returns per-joint loss
+        measured before the update (a new array: callers keep loss histories)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         loss = self.net.loss_grad(X, Y, self.norm)
@@ -192,6 +196,7 @@ class OnlineLearner:
         """Everything that belongs to one model (one payload context): a copy."""
         d = {"theta": self.net.theta}
         d.update({f"norm.{k}": v for k, v in self.norm.arrays().items()})
+        d.update({f"resid.{k}": v for k, v in self.resid.arrays().items()})
         d.update({f"opt.{k}": v for k, v in self.optimizer.network_state(self.opt_state).items()})
         return {k: np.array(v, copy=True) for k, v in d.items()}
 
@@ -200,16 +205,20 @@ class OnlineLearner:
         history is reset.
 
         scope="context" loads only what a payload context owns: every joint's output layer
-        (weights, bias and their base-optimiser state) and the target normaliser. The hidden
+        (weights, bias and their base-optimiser state), the target normaliser and the
+        residual scale (the output layer's errors). The hidden
         layers and the input normaliser stay live: they describe the arm, which no payload
         changes, and have learned from every payload since (docs/service.md, "Contexts").
         """
         if scope not in ("all", "context"):
             raise ValueError(f"unknown scope {scope!r}")
-        d = _upgrade_v1(d)
+        d = _upgrade(d)
         self._check_shape("theta", d["theta"], self.net.theta)
         for k, v in self.norm.arrays().items():
             self._check_shape(f"norm.{k}", d[f"norm.{k}"], v)
+        for k, v in self.resid.arrays().items():
+            self._check_shape(f"resid.{k}", d[f"resid.{k}"], v)
+            np.copyto(v, d[f"resid.{k}"])
         opt = {k[4:]: v for k, v in d.items() if k.startswith("opt.")}
         if scope == "all":
             np.copyto(self.net.theta, d["theta"])
@@ -237,7 +246,7 @@ class OnlineLearner:
         if d is None:
             self.net.predict_into(X, self.norm, out)
         else:
-            d = _upgrade_v1(d)
+            d = _upgrade(d)
             theta = self.net.theta.copy()
             idx = self.net.head
             theta.reshape(-1)[idx] = np.asarray(d["theta"]).reshape(-1)[idx]
@@ -273,7 +282,7 @@ class OnlineLearner:
 
     @classmethod
     def load(cls, path) -> "OnlineLearner":
-        meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
+        meta, arrays = load_state(path, STATE_KIND, (1, 2, STATE_VERSION))
         learner = cls(LearnerConfig.from_dict(meta["config"]))
         learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
         learner.optimizer.load(learner.opt_state,
@@ -283,13 +292,21 @@ class OnlineLearner:
         return learner
 
 
-def _upgrade_v1(d: dict) -> dict:
-    """A version-1 model kept both normaliser counts in one array, norm.count."""
-    if "norm.count" not in d:
+def _upgrade(d: dict) -> dict:
+    """A version-1 model kept both normaliser counts in one array, norm.count; models before
+    version 3 have no residual scale: the torques' own spread (the target normaliser's
+    standard deviation) stands in for it, a lenient start the screen tightens within about
+    half a second; without target statistics the screen starts from its first batch."""
+    if "norm.count" not in d and "resid.scale" in d:
         return d
     d = dict(d)
-    count = np.asarray(d.pop("norm.count"), dtype=np.float64)
-    d["norm.x_count"], d["norm.y_count"] = count[:1].copy(), count[1:2].copy()
+    if "norm.count" in d:
+        count = np.asarray(d.pop("norm.count"), dtype=np.float64)
+        d["norm.x_count"], d["norm.y_count"] = count[:1].copy(), count[1:2].copy()
+    if "resid.scale" not in d:
+        seen = float(np.asarray(d["norm.y_count"])[0]) > 0
+        d["resid.scale"] = np.array(d["norm.y_scale"], dtype=np.float64, copy=True)
+        d["resid.count"] = np.array([1.0 if seen else 0.0])
     return d
 
 

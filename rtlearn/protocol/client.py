@@ -116,6 +116,14 @@ class RobotClient:
         except zmq.Again:
             pass
 
+    def publish_frame(self, frame: bytes) -> None:
+        """Send one raw frame as it is (fuzzing and soak runs: malformed or foreign packets);
+        never blocks."""
+        try:
+            self._pub.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
     def _read_prediction(self, flags: int) -> Prediction | None:
         while True:
             try:

@@ -74,6 +74,12 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "batch_queue": (64, "learning batches that may wait for the learning process; when "
                         "full the daemon stops reading until one is free (nothing is dropped)"),
         "log_interval": (5.0, "s between two log lines of one kind (counts are kept in status)"),
+        "sample_margin": (2.0, "a sample whose measured torque or joint velocity is beyond this "
+                          "times the robot's torque_limits / velocity_limits (any joint) is not "
+                          "learned (learning.excluded); inf: no limit check"),
+        "outlier_k": (20.0, "a sample whose residual (prediction - torque, any joint) departs "
+                      "from its batch's median residual by more than this many robust "
+                      "residual scales is not learned (learning.excluded); inf: off"),
         "torque_margin": (1.0, "a prediction beyond this times the robot's torque_limits (any "
                           "joint) is published with valid = false and zero torque; inf: no "
                           "limit check (non-finite predictions are always invalid)"),
@@ -214,6 +220,9 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         # a SCHED_FIFO thread that never sleeps would starve its CPU's ZeroMQ I/O thread
         raise ConfigError(f"{where}: realtime.priority with realtime.spin needs at least 2 "
                           "serving CPUs")
+    if not (cfg["guard"]["sample_margin"] > 0 and cfg["guard"]["outlier_k"] > 0):
+        raise ConfigError(f"{where}: guard.sample_margin and guard.outlier_k must be > 0 "
+                          "(inf: off)")
     if not cfg["guard"]["torque_margin"] > 0:
         raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
     if cfg["guard"]["max_seq_jump"] < 1 or cfg["guard"]["resync_after"] < 2:

@@ -36,6 +36,7 @@ from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
+from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
 from rtlearn.sources.base import JointState
 from rtlearn.sources.filters import CausalDerivative
@@ -122,8 +123,11 @@ class Daemon:
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
         parked = parked_models(bank)  # a resumed bank's other contexts, servable at once
         # Forked now, before this process has any thread or socket.
+        guard = cfg["guard"]
+        screen = SampleScreen(robot.torque_limits, robot.velocity_limits,
+                              float(guard["sample_margin"]), float(guard["outlier_k"]))
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
-                                        robot.name, learning_cpus)
+                                        robot.name, screen, learning_cpus)
         del learner, bank
         try:
             self._after_fork(predictor, t0, parked)
@@ -601,7 +605,8 @@ class Daemon:
         ls = self.call("status").wait(10.0)
         theirs = ls["stats"]
         d["learning"].update({k: theirs["learning"][k]
-                              for k in ("steps", "samples", "step_ms", "rollbacks")})
+                              for k in ("steps", "samples", "step_ms", "rollbacks",
+                                        "excluded")})
         for section in ("prequential", "contexts", "snapshots"):
             d[section] = theirs[section]
         d.update({"robot": self.robot.name, "n_joints": self.n, "context": self.context,

@@ -36,6 +36,7 @@ from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.learner.learner import ModelCopy
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.contexts import ContextBank, ContextLimitError
+from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Stats
 
 log = logging.getLogger("rtlearn.service")
@@ -183,8 +184,9 @@ class LearningProcess:
     """
 
     def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
-                 make_learner, robot_name: str, cpus: set[int] | None = None):
-        self.cfg, self.guard, self.cpus = cfg, cfg["guard"], cpus
+                 make_learner, robot_name: str, screen: SampleScreen,
+                 cpus: set[int] | None = None):
+        self.cfg, self.guard, self.cpus, self.screen = cfg, cfg["guard"], cpus, screen
         self.make_learner, self.robot_name = make_learner, robot_name
         self.arena = Arena(learner, int(self.guard["batch_queue"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
@@ -260,12 +262,31 @@ class LearningProcess:
         text = str(error) if reason != "internal" else f"{type(error).__name__}: {error}"
         self._send(("reply", job_id, False, (reason, text)))
 
+    def _screened(self, slot: int, n: int):
+        """The samples of a slot to learn from (rtlearn.service.screen): the others are
+        counted by reason and left out, the rest of the batch is still learned. Residuals
+        are the learning model's own, not the served ones: a served copy may be a step or
+        several behind, and one published in the middle of a batch would make its residuals
+        jump there."""
+        a = self.arena
+        X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
+        keep = self.screen.keep(self.learner, X, Y, self.learner.predict_many(X))
+        if keep.all():
+            return X, Y, P
+        self.say("excluded", f"{n - int(keep.sum())} of {n} samples of a batch not learned: "
+                             f"beyond the robot's limits or outliers (status learning.excluded: "
+                             f"{self.screen.counts})")
+        return X[keep], Y[keep], P[keep]
+
     def _learn(self, slot: int, n: int, rollback: bool) -> None:
         t0 = time.perf_counter()
         if rollback:
             self._rollback("a served prediction was not finite")
+        X, Y, P = self._screened(slot, n)
+        n = X.shape[0]
+        if n == 0:
+            return
         a = self.arena
-        X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
         err = P - Y
         sq = np.einsum("ij,ij->j", err, err)
         self.bank.settle(self.learner, X, Y)
@@ -309,6 +330,7 @@ class LearningProcess:
         lr = self.learner
         stats = self.stats.as_dict()
         stats["contexts"]["settled"] = dict(self.bank.settled)
+        stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
