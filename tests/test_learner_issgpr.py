@@ -46,7 +46,7 @@ def test_rank_one_update_matches_numpy_cholesky(forget):
     A = M.T @ M + 0.5 * np.eye(12)
     R = np.linalg.cholesky(A).T.copy()
     v = rng.standard_normal(12)
-    chol_update(R, v.copy(), np.sqrt(forget))
+    chol_update(R, v.copy(), np.sqrt(forget), 0)
     expected = np.linalg.cholesky(forget * A + np.outer(v, v)).T
     np.testing.assert_allclose(R, expected, rtol=1e-12, atol=1e-12)
     assert np.all(np.tril(R, -1) == 0.0)
@@ -59,13 +59,34 @@ def test_weights_equal_weighted_ridge_regression_on_the_features(forget):
     for i in range(0, 300, 10):
         learner.learn_many(X[i:i + 10], Y[i:i + 10])
     Phi = _features(learner, X)
+    D = Phi.shape[1]
     w = forget ** np.arange(299, -1, -1)            # sample i weighs f^(n-1-i)
-    lam = learner.ridge * forget ** 300              # the prior decays with the data
-    A = Phi.T @ (w[:, None] * Phi) + lam * np.eye(Phi.shape[1])
+    # the prior decays with the data, and is given back one coordinate per sample (eq. G3')
+    prior = np.full(D, learner.ridge * forget ** 300)
+    np.add.at(prior, np.arange(300) % D, w * (1 - forget) * learner.ridge * D)
+    A = Phi.T @ (w[:, None] * Phi) + np.diag(prior)
     W = np.linalg.solve(A, Phi.T @ (w[:, None] * (Y - [0.1, -0.2]))).T
     np.testing.assert_allclose(learner.W, W, rtol=1e-8, atol=1e-8 * np.abs(W).max())
     np.testing.assert_allclose(learner.predict_many(X[:5]), Phi[:5] @ W.T + [0.1, -0.2],
                                rtol=1e-9, atol=1e-9)
+
+
+def test_the_prior_stays_near_lambda_under_forgetting():
+    """Without eq. G3' an unexcited direction of A decays like f^t (to 0 in float64 after
+    ~7e5 samples at f = 0.998); with it, A's diagonal where no data arrives stays within
+    [f^D, 1] rho / (1 - f^D) of lambda."""
+    learner = _fixed(D=16, forget=0.98)
+    zero = np.zeros((10, N_IN))
+    learner.P[...] = 0.0   # cos(0 - c) and sin(0 - c) for every x: excite only those
+    for _ in range(100):
+        learner.learn_many(zero, np.zeros((10, N_OUT)))
+    A = learner.R.T @ learner.R
+    Phi = _features(learner, zero[:1])
+    null = np.linalg.svd(Phi)[2][1:]              # directions no sample has touched
+    q = np.diag(null @ A @ null.T) / learner.ridge
+    rho_over_lam, fD = (1 - 0.98) * 16, 0.98 ** 16
+    assert np.all(q > 0.99 * fD * rho_over_lam / (1 - fD))
+    assert np.all(q < 1.01 * rho_over_lam / (1 - fD))
 
 
 def test_random_features_approach_the_rbf_kernel_like_one_over_sqrt_d():

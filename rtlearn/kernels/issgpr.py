@@ -30,12 +30,13 @@ def features(P, c, scale, x, phi):
 
 
 @njit(**JIT)
-def chol_update(R, v, sqrt_forget):
+def chol_update(R, v, sqrt_forget, start):
     """Eq. G3: R' upper triangular with R'^T R' = f R^T R + v v^T, f = sqrt_forget^2, in place
     (v is overwritten). Givens form: row k is scaled by sqrt(f) as it is reached, then rotated
-    against v; O(D^2)."""
+    against v; O(D^2). With v zero before `start` and f = 1, rows before it are unchanged and
+    skipped (the prior's injections of eq. G3')."""
     n = R.shape[0]
-    for k in range(n):
+    for k in range(start, n):
         rk = R[k]
         if sqrt_forget != 1.0:
             for j in range(k, n):
@@ -88,9 +89,10 @@ def predict_one(P, c, scale, W, y_mean, x, phi, out):
 
 
 @njit(**JIT)
-def learn(P, c, scale, X, Y, y_mean, R, B, W, sqrt_forget, phi, v, z, pred, loss):
+def learn(P, c, scale, X, Y, y_mean, R, B, W, sqrt_forget, rho, t, phi, v, z, pred, loss):
     """One batch, test then train: loss_j = mean_b (y_bj - yhat_bj)^2 with the weights before
-    the batch (eq. G5); then per sample A <- f A + phi phi^T (eq. G3) and b_j <- f b_j +
+    the batch (eq. G5); then per sample A <- f A + phi phi^T (eq. G3), A <- A + rho e_k e_k^T
+    with k = t mod D, t += 1 (eq. G3'; t is a 1-element array) and b_j <- f b_j +
     phi (y_j - m_j) (eq. G2); then W from the new R and B (eq. G4)."""
     n_b = X.shape[0]
     J = Y.shape[1]
@@ -105,10 +107,17 @@ def learn(P, c, scale, X, Y, y_mean, R, B, W, sqrt_forget, phi, v, z, pred, loss
             loss[j] += e * e / n_b
         for k in range(D):
             v[k] = phi[k]
-        chol_update(R, v, sqrt_forget)
+        chol_update(R, v, sqrt_forget, 0)
+        if rho > 0.0:
+            k0 = t[0] % D
+            for k in range(k0, D):
+                v[k] = 0.0
+            v[k0] = math.sqrt(rho)
+            chol_update(R, v, 1.0, k0)
+        t[0] += 1
         for j in range(J):
             bj = B[j]
-            t = Y[b, j] - y_mean[j]
+            dy = Y[b, j] - y_mean[j]
             for k in range(D):
-                bj[k] = f * bj[k] + phi[k] * t
+                bj[k] = f * bj[k] + phi[k] * dy
     solve_weights(R, B, z, W)

@@ -154,6 +154,7 @@ class ISSGPR:
         self.P, self.c = np.zeros((m, n)), np.zeros(m)
         self.R, self.B, self.W = np.eye(D), np.zeros((J, D)), np.zeros((J, D))
         self.y_mean = np.zeros(J)
+        self.t = np.zeros(1, dtype=np.int64)  # samples learned with this kernel (eq. G3')
         # x_mean (n), length_scales (n), [signal, noise]: the kernel in use.
         self.hyper = np.zeros(2 * n + 2)
         # Calibration: stage k means the kernel was fitted at calib[k - 1] samples; the
@@ -183,6 +184,7 @@ class ISSGPR:
         np.fill_diagonal(self.R, noise / signal)
         self.B[...] = 0.0
         self.W[...] = 0.0
+        self.t[0] = 0
         n = self.config.n_inputs
         self.hyper[:n], self.hyper[n:2 * n], self.hyper[2 * n:] = x_mean, ell, (signal, noise)
         self.stage = len(self.config.calib)
@@ -252,8 +254,10 @@ class ISSGPR:
         return loss
 
     def _learn(self, X, Y) -> np.ndarray:
+        f = self.config.forget
         K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.R, self.B, self.W,
-                np.sqrt(self.config.forget), self._phi, self._v, self._z, self._pred, self._loss)
+                np.sqrt(f), (1.0 - f) * self.ridge * self.config.n_features, self.t,
+                self._phi, self._v, self._z, self._pred, self._loss)
         return self._loss
 
     def model_copy(self) -> ISSGPRModel:
@@ -268,7 +272,7 @@ class ISSGPR:
                                       self.y_mean, self.hyper, self.calib_X, self.calib_Y))
 
     # -- state ------------------------------------------------------------------------------
-    ARRAYS = ("omega", "P", "c", "R", "B", "W", "y_mean", "hyper", "calib_X", "calib_Y")
+    ARRAYS = ("omega", "P", "c", "R", "B", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
 
     def save(self, path) -> None:
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
