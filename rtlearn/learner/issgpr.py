@@ -37,7 +37,7 @@ class ISSGPRConfig:
     n_joints: int = 7
     n_inputs: int = 21
     n_features: int = 400       # D (even): D/2 frequencies, a cosine and a sine each
-    forget: float = 1.0         # f per sample; 1 - 1/f samples is the memory's length
+    forget: float = 0.99        # f per sample: a memory of 1/(1 - f) = 100 samples (0.1 s)
     calib: tuple = (200, 2000)  # samples after which the kernel is fitted (eq. G6)
     fit_points: int = 250       # the fit's exact GP sees at most this many, evenly spread
     fit_iters: int = 150        # Adam steps of the marginal-likelihood fit
