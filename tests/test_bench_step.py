@@ -42,3 +42,15 @@ def test_bench_step_json_has_the_documented_keys(tmp_path, capsys):
         assert 0 < result[key]["p50"] <= result[key]["p99"] <= result[key]["max"]
     assert "torch_step_ms" in result
     assert "rtlearn" in capsys.readouterr().out
+
+
+def test_bench_step_issgpr_reports_its_step_and_predict_one(tmp_path, capsys):
+    out = tmp_path / "gp.json"
+    assert main(["bench", "step", "--learner", "issgpr", "--steps", "20", "--warmup", "2",
+                 "--json", str(out)]) == 0
+    gp = json.loads(out.read_text())["issgpr"]
+    for key in ("train_step_ms", "train_step_paced_ms", "predict_one_ms"):
+        assert 0 < gp[key]["p50"] <= gp[key]["p99"] <= gp[key]["max"]
+    D = gp["config"]["n_features"]
+    assert gp["state_bytes"] > 8 * D * D   # the Cholesky factor alone
+    assert "I-SSGPR" in capsys.readouterr().out

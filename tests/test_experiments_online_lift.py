@@ -44,3 +44,15 @@ def test_unknown_method_is_a_clear_error(capsys):
     assert main(["experiment", "online-lift", "--quick", "--methods", "GD,Nope"]) == 2
     err = capsys.readouterr().err
     assert "'Nope'" in err and "MetaGDMemAdam" in err
+
+
+def test_quick_trial_with_the_issgpr_peer_on_the_residual(monkeypatch):
+    monkeypatch.setattr(ol, "PHASES", ("none", "light"))
+    trial = ol.run_trial(0, quick=True, methods="GD,I-SSGPR residual")
+    early = trial["early"]
+    assert set(early) == {"GD noreload", "GD reload", "I-SSGPR residual noreload",
+                          "I-SSGPR residual reload"}
+    # reload goes on learning with the model of the first phase: light starts better
+    assert (early["I-SSGPR residual reload"]["0.0001"]["light"]["all"]
+            < early["I-SSGPR residual noreload"]["0.0001"]["light"]["all"])
+    assert "I-SSGPR residual reload" in ol.table(ol.summarize([trial]))

@@ -72,3 +72,21 @@ def test_memory_variant_reaches_metagd_only():
     cfg = ps.learner_config("MetaGD", 1e-3, 7, 0, {"clip": 10.0, "n_centres": 50})
     assert cfg.memory.clip == 10.0 and cfg.memory.n_centres == 50
     assert ps.learner_config("MetaGD-paper", 1e-3, 7, 0, {"clip": 2.0}).memory.clip == 10.0
+
+
+def test_issgpr_is_one_run_without_a_rate_and_the_denominator_of_its_ratio():
+    from rtlearn.learner.issgpr import ISSGPRConfig
+    assert isinstance(ps.learner_config("I-SSGPR", 3e-4, 7, 5), ISSGPRConfig)
+
+    def w(x):
+        return {k: x for k in ps.WINDOWS}
+
+    trial = {"robot": "kuka_iiwa", "task": "lift", "rates": [1e-3, 3e-4],
+             "continue": {"GD 0.001": w(2.0), "GD 0.0003": w(4.0), "MetaGD 0.001": w(1.0),
+                          "MetaGD 0.0003": w(3.0), "I-SSGPR": w(0.5)},
+             "bank": {m: {"bank": w(1.0), "continue": w(1.0)} for m in ("GD", "MetaGD")},
+             "_rates": {"MetaGD 0.001": np.ones((4, 4))}}
+    s = ps.summarize([trial])
+    assert s["per_rate"]["0.001"]["MetaGD/I-SSGPR"]["whole"] == pytest.approx(2.0)
+    assert s["per_rate"]["0.0003"]["MetaGD/I-SSGPR"]["whole"] == pytest.approx(6.0)
+    assert "| I-SSGPR |" in ps.table(s) and s["diverged_baselines"]["I-SSGPR"] == 0

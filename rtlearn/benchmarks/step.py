@@ -1,4 +1,6 @@
-"""Latency of one learning step: forward, backward, memory rate rule, update, all joints.
+"""Latency of one learning step: forward, backward, memory rate rule, update, all joints; and
+of the peer, I-SSGPR (`run_issgpr_bench`: D rank-1 Cholesky updates per batch, the weights'
+triangular solves, predict_one), for `rtlearn bench step --learner issgpr|both`.
 
 The same step is timed three ways in one run: rtlearn's kernels, plain vectorised numpy, and
 (when importable) PyTorch eager on one CPU thread. The twins evaluate the memory's kernels
@@ -16,6 +18,7 @@ import time
 import numpy as np
 
 from ..learner import LearnerConfig, MemoryConfig, OnlineLearner
+from ..learner.issgpr import ISSGPR, ISSGPRConfig
 
 REFERENCE = LearnerConfig(n_joints=7, n_inputs=21, hidden=(128, 64, 32), optimizer="metagd",
                           lr=1e-3, batch_size=10, normalize="none", memory=MemoryConfig())
@@ -226,10 +229,8 @@ def torch_step(learner: OnlineLearner):
 
 def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
                    config: LearnerConfig = REFERENCE) -> dict:
-    rng = np.random.default_rng(seed)
-    batches = [(rng.normal(size=(config.batch_size, config.n_inputs)),
-                rng.normal(scale=20.0, size=(config.batch_size, config.n_joints)))
-               for _ in range(steps + warmup)]
+    batches = _random_batches(steps + warmup, config.batch_size, config.n_inputs,
+                              config.n_joints, seed)
     t0 = time.perf_counter()
     learner = OnlineLearner(config)
     learner.learn_many(*batches[0])  # compile or load cached kernels
@@ -242,6 +243,10 @@ def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or
                     platform.machine(), "numpy": np.__version__},
         "kernel_load_s": compile_s,
+        # what a snapshot holds: network, normalisers, optimiser and memory state
+        "state_bytes": int(sum(v.nbytes for v in learner.network_state().values())
+                           + sum(v.nbytes for v in learner.optimizer.all_state(
+                               learner.opt_state).values())),
         "train_step_ms": _time(learner.learn_many, batches, warmup),
         "numpy_step_ms": _time(numpy_step(OnlineLearner(config)), batches, warmup),
     }
@@ -255,3 +260,36 @@ def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
         import torch
         result["machine"]["torch"] = torch.__version__
     return result
+
+
+def _random_batches(n: int, batch_size: int, n_inputs: int, n_joints: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(batch_size, n_inputs)),
+             rng.normal(scale=20.0, size=(batch_size, n_joints))) for _ in range(n)]
+
+
+def run_issgpr_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
+                     config: ISSGPRConfig = ISSGPRConfig(), batch_size: int = 10) -> dict:
+    """I-SSGPR timed like the MLP step: learn_many on batches of 10 after calibration (D
+    rank-1 updates of eq. G3 per sample, then the solves of eq. G4), back to back and one per
+    10 ms, and predict_one. The calibration (kernel fit, eq. G6, learning the window again,
+    and the kernels' compile or cache load) is timed once."""
+    n_calib = config.calib[-1]
+    batches = _random_batches(steps + warmup + n_calib // batch_size + 1, batch_size,
+                              config.n_inputs, config.n_joints, seed)
+    learner = ISSGPR(config)
+    calib, batches = batches[:n_calib // batch_size + 1], batches[n_calib // batch_size + 1:]
+    t0 = time.perf_counter()
+    for X, Y in calib:
+        learner.learn_many(X, Y)
+    calib_s = time.perf_counter() - t0
+    assert learner.calibrated
+    predict_x = batches[0][0][0]
+    paced = batches[:warmup + min(steps, PACED_STEPS)]
+    return {"config": {**config.to_dict(), "batch_size": batch_size, "steps": steps,
+                       "warmup": warmup},
+            "calibration_s": calib_s,
+            "state_bytes": learner.nbytes(),
+            "train_step_ms": _time(learner.learn_many, batches, warmup),
+            "train_step_paced_ms": _time(learner.learn_many, paced, warmup, period=PACED_PERIOD),
+            "predict_one_ms": _time(lambda X, Y: learner.predict_one(predict_x), batches, warmup)}

@@ -16,6 +16,9 @@ def add_arguments(p):
                         "fed a simulated lift and hostile frames, memory and error over time")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
+    p.add_argument("--learner", choices=["mlp", "issgpr", "both"], default="mlp",
+                   help="step: the MLP with memory (and its numpy/torch twins), the I-SSGPR "
+                        "peer, or both in one run")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="seconds at 1 kHz for the echo and for the daemon (serve), of the "
                         "run (soak, unless --minutes)")
@@ -61,21 +64,35 @@ def run(args) -> int:
                                  replay_samples=args.replay, transport=args.transport,
                                  config=overrides)
     else:
-        from rtlearn.benchmarks.step import run_step_bench
-        result = run_step_bench(steps=args.steps, warmup=args.warmup)
-        c = result["config"]
+        from rtlearn.benchmarks.step import run_issgpr_bench, run_step_bench
         # with --json - the JSON owns stdout
         out = sys.stderr if args.json == "-" else sys.stdout
-        print(f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch {c['batch_size']},"
-              f" {c['optimizer']} K={c['n_centres']} (window {c['window']}), "
-              f"{c['n_params']} parameters, {c['steps']} steps", file=out)
-        for key, name in [("train_step_ms", "rtlearn"),
-                          ("train_step_paced_ms", "rtlearn, 1 per 10 ms"),
-                          ("numpy_step_ms", "numpy"), ("torch_step_ms", "torch 1 thread"),
-                          ("predict_one_ms", "predict_one")]:
-            print(_row(name, result[key]), file=out)
-        if result["torch_step_ms"]:
-            ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
-            print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x", file=out)
+        result = {}
+        if args.learner in ("mlp", "both"):
+            result = run_step_bench(steps=args.steps, warmup=args.warmup)
+            c = result["config"]
+            print(f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch "
+                  f"{c['batch_size']}, {c['optimizer']} K={c['n_centres']} (window "
+                  f"{c['window']}), {c['n_params']} parameters, {c['steps']} steps, state "
+                  f"{result['state_bytes']} B", file=out)
+            for key, name in [("train_step_ms", "rtlearn"),
+                              ("train_step_paced_ms", "rtlearn, 1 per 10 ms"),
+                              ("numpy_step_ms", "numpy"), ("torch_step_ms", "torch 1 thread"),
+                              ("predict_one_ms", "predict_one")]:
+                print(_row(name, result[key]), file=out)
+            if result["torch_step_ms"]:
+                ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
+                print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x", file=out)
+        if args.learner in ("issgpr", "both"):
+            gp = result["issgpr"] = run_issgpr_bench(steps=args.steps, warmup=args.warmup)
+            c = gp["config"]
+            print(f"I-SSGPR: {c['n_joints']} joints, D = {c['n_features']} features, batch "
+                  f"{c['batch_size']}, forget {c['forget']}, {c['steps']} steps, state "
+                  f"{gp['state_bytes']} B, calibration {gp['calibration_s']:.2f} s (once)",
+                  file=out)
+            for key, name in [("train_step_ms", "I-SSGPR"),
+                              ("train_step_paced_ms", "I-SSGPR, 1 per 10 ms"),
+                              ("predict_one_ms", "I-SSGPR predict_one")]:
+                print(_row(name, gp[key]), file=out)
     write_json(result, args.json)
     return 0

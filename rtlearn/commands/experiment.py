@@ -19,9 +19,11 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default min(trials, cpu count))")
     p.add_argument("--methods", help="online-lift: comma-separated methods (GD, MetaGD, Adam, "
-                   "SGD-HD, Adam-HD, MetaGDMemAdam, 'GD residual', 'MetaGD residual') or "
-                   "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD "
-                   "(default all; GD always runs its rate grid)")
+                   "SGD-HD, Adam-HD, MetaGDMemAdam, 'GD residual', 'MetaGD residual', I-SSGPR, "
+                   "'I-SSGPR residual') or "
+                   "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD, "
+                   "MetaGD-paper, I-SSGPR (the GP peer) (default all; GD always runs its "
+                   "rate grid)")
     p.add_argument("--robot", default=None, help="payload-swap: robot name or TOML file "
                    "(default kuka_iiwa)")
     p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")

@@ -13,7 +13,9 @@ noreload: every phase starts from a fresh network and memory (seeded by the tria
 reload: a phase starts from the previous phase's network AND memory (`set_network_state`,
 `set_memory_state(transfer=True)`). Metric: mean prequential MSE of the first 50 batches
 (500 ms) of each phase, of joint 1 and of all joints, averaged over the base rates `LRS` and
-the trials.
+the trials. "I-SSGPR" (rtlearn.learner.issgpr, the GP peer; no base rate, so every rate gives
+the same run) starts each phase afresh (noreload) or goes on learning with the previous
+phase's model (reload); "I-SSGPR residual" is the semiparametric learner of Camoriano et al.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ TITLES = {"joint1": "first 50 batches (500 ms) of each phase, joint 1",
 METHODS = {"GD": ("gd", False, {}), "MetaGD": ("metagd", False, {}), "Adam": ("adam", False, {}),
            "SGD-HD": ("sgd-hd", False, {"hd_beta": 1e-8, "hd_per_group": True}),
            "Adam-HD": ("adam-hd", False, {}), "MetaGDMemAdam": ("metagd-memadam", False, {}),
-           "GD residual": ("gd", True, {}), "MetaGD residual": ("metagd", True, {})}
+           "GD residual": ("gd", True, {}), "MetaGD residual": ("metagd", True, {}),
+           "I-SSGPR": ("issgpr", False, {}), "I-SSGPR residual": ("issgpr", True, {})}
 STREAMS = Path(__file__).resolve().parents[2] / "streams"
 
 
@@ -82,6 +85,8 @@ def run_sequence(optimizer: str, lr: float, reload: bool, data: list, seed: int,
     """Prequential losses (n_batches, 7) of each phase in turn. first: a learner that already
     ran phase 1 (reload continues from it with phases 2..); keep_first: also return the
     learner after phase 1; extra: further LearnerConfig fields."""
+    if optimizer == "issgpr":
+        return _issgpr_sequence(reload, data, seed, len(hidden) + 1, first, keep_first)
     # The paper's setting: raw torques and the paper's memory (rtlearn's defaults are
     # measured in the daemon's configuration by payload-swap).
     cfg = LearnerConfig(optimizer=optimizer, lr=lr, normalize="none", seed=seed, hidden=hidden,
@@ -102,6 +107,24 @@ def run_sequence(optimizer: str, lr: float, reload: bool, data: list, seed: int,
         prev = learner
         if kept is None:
             kept = learner
+    return (out, kept) if keep_first else out
+
+
+def _issgpr_sequence(reload, data, seed, n_layers, first=None, keep_first=False):
+    """run_sequence for I-SSGPR; its rates are NaN (it has none)."""
+    import copy
+
+    from rtlearn.learner.issgpr import ISSGPR, ISSGPRConfig
+    out, prev, kept = [], None if first is None else copy.deepcopy(first), None
+    if first is not None:
+        data = data[1:]
+    for X, Y in data:
+        learner = prev if reload and prev is not None else ISSGPR(ISSGPRConfig(seed=seed))
+        losses = [c.loss for c in prequential(learner, batched(X, Y, BATCH))]
+        out.append((np.array(losses), np.full((len(losses), n_layers), np.nan)))
+        if kept is None:
+            kept = copy.deepcopy(learner)
+        prev = learner
     return (out, kept) if keep_first else out
 
 

@@ -19,7 +19,9 @@ Windows of the prequential MSE (mean over joints, raw N*m squared):
   after_change_500ms  the 50 batches after each payload change;
   whole               the whole run;  steady  its last 20 %.
 Ratios are MetaGD / baseline at the same base rate, geometric means over trials; GD at its
-best rate in hindsight is the best of GD_GRID on the whole run, chosen per trial.
+best rate in hindsight is the best of GD_GRID on the whole run, chosen per trial. I-SSGPR
+(rtlearn.learner.issgpr, the peer: a GP with random features, no base rate) runs once per
+trial with its defaults and is the denominator of MetaGD/I-SSGPR at every rate.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import numpy as np
 
 from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
+from rtlearn.learner.issgpr import ISSGPR, ISSGPRConfig
 
 from .evaluate import batched, prequential
 
@@ -44,7 +47,7 @@ GD_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 # MetaGD-scaled: the scale-free variant (MemoryConfig.scaled()).
 METHODS = {"GD": ("gd", None), "MetaGD": ("metagd", None), "Adam": ("adam", None),
            "SGD-HD": ("sgd-hd", None), "MetaGD-paper": ("metagd", MemoryConfig.paper()),
-           "MetaGD-scaled": ("metagd", MemoryConfig.scaled())}
+           "MetaGD-scaled": ("metagd", MemoryConfig.scaled()), "I-SSGPR": ("issgpr", None)}
 WINDOWS = ("early", "after_change_100ms", "after_change_500ms", "whole", "steady")
 DIVERGED = 1e8   # a window mean above this (N*m)^2, or non-finite, is a diverged run
 
@@ -93,22 +96,26 @@ def changes_of(ctx: np.ndarray) -> tuple[list[int], list[int]]:
 
 
 def learner_config(method: str, lr: float, n_joints: int, seed: int,
-                   memory: dict | None = None) -> LearnerConfig:
+                   memory: dict | None = None) -> LearnerConfig | ISSGPRConfig:
     """memory: MemoryConfig fields that replace the defaults of "MetaGD" (design variants)."""
     optimizer, mem = METHODS[method]
+    if optimizer == "issgpr":
+        return ISSGPRConfig(n_joints=n_joints, n_inputs=3 * n_joints, seed=seed)
     if method == "MetaGD" and memory:
         mem = MemoryConfig(**memory)
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, optimizer=optimizer, lr=lr,
                          seed=seed, **({"memory": mem} if mem else {}))
 
 
-def run_continue(X, Y, cfg: LearnerConfig):
-    """Per-batch prequential MSE (mean over joints) and the mean rate per layer / base rate."""
-    learner = OnlineLearner(cfg)
+def run_continue(X, Y, cfg: LearnerConfig | ISSGPRConfig):
+    """Per-batch prequential MSE (mean over joints) and the mean rate per layer / base rate
+    (none for I-SSGPR)."""
+    learner = ISSGPR(cfg) if isinstance(cfg, ISSGPRConfig) else OnlineLearner(cfg)
     losses, rates = [], []
     for c in prequential(learner, batched(X, Y, BATCH)):
         losses.append(c.loss.mean())
-        rates.append(layer_rates(learner, cfg))
+        if isinstance(learner, OnlineLearner):
+            rates.append(layer_rates(learner, cfg))
     return np.array(losses), np.array(rates)
 
 
@@ -162,7 +169,7 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
     n_joints = Y.shape[1]
     changes, restores = changes_of(ctx)
     continue_, rate_traces, curves = {}, {}, {}
-    runs = {(m, lr) for m in methods for lr in rates}
+    runs = {(m, lr) for m in methods for lr in rates if m != "I-SSGPR"}
     runs |= {("GD", lr) for lr in (GD_GRID[1:4] if quick else GD_GRID)}
     for m, lr in sorted(runs):
         cfg = learner_config(m, lr, n_joints, seed, memory)
@@ -171,6 +178,9 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
         continue_[f"{m} {lr:g}"] = windows(loss, changes)
         if m.startswith("MetaGD"):
             rate_traces[f"{m} {lr:g}"] = layer
+    if "I-SSGPR" in methods:  # no base rate: one run
+        loss, _ = run_continue(X, Y, learner_config("I-SSGPR", DEFAULT_RATE, n_joints, seed))
+        continue_["I-SSGPR"] = windows(loss, changes)
     bank = {}
     for m in ("GD", "MetaGD"):
         cfg = learner_config(m, DEFAULT_RATE, n_joints, seed, memory)
@@ -222,6 +232,8 @@ def summarize(trials: list[dict]) -> dict:
         for variant in ("MetaGD-paper", "MetaGD-scaled"):
             if f"{variant} {r}" in keys:
                 per_rate[r][f"{variant}/GD"] = ratio(f"{variant} {r}", f"GD {r}")
+        if "I-SSGPR" in keys:
+            per_rate[r]["MetaGD/I-SSGPR"] = ratio(f"MetaGD {r}", "I-SSGPR")
     default = f"{DEFAULT_RATE:g}"
     gd_keys = [k for k in keys if k.startswith("GD ")]
     best, best_rate = [], []

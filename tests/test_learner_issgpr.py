@@ -1,0 +1,209 @@
+"""I-SSGPR against independent references: numpy Cholesky and ridge regression on features
+written out from eq. G1, the exact RBF kernel, the exact GP marginal likelihood; the API
+contract shared with OnlineLearner (no allocation in predict_one, snapshots, model copies)."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from rtlearn.kernels.issgpr import chol_update
+from rtlearn.learner.issgpr import ISSGPR, ISSGPRConfig, fit_hyperparameters
+from rtlearn.learner.state_io import StateFileError
+
+N_IN, N_OUT = 3, 2
+
+
+def _smooth(X):
+    """A smooth 2-output target of 3 inputs (the third irrelevant)."""
+    return np.stack([np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] ** 2, np.cos(X[:, 0] + X[:, 1])], 1)
+
+
+def _stream(n, seed=0, noise=0.05):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.5, 1.5, size=(n, N_IN))
+    return X, _smooth(X) + noise * rng.standard_normal((n, N_OUT))
+
+
+def _features(learner, X):
+    """Eq. G1 written out: sqrt(2/D) [cos(Omega (x - m) / l), sin(...)]."""
+    n = learner.config.n_inputs
+    x_mean, ell = learner.hyper[:n], learner.hyper[n:2 * n]
+    U = ((X - x_mean) / ell) @ learner.omega.T
+    return np.hstack([np.cos(U), np.sin(U)]) * np.sqrt(2.0 / learner.config.n_features)
+
+
+def _fixed(D=64, forget=1.0, noise=0.3):
+    learner = ISSGPR(ISSGPRConfig(n_joints=N_OUT, n_inputs=N_IN, n_features=D, forget=forget))
+    learner.set_hyperparameters(np.zeros(N_IN), [0.7, 0.9, 2.0], 1.2, noise, [0.1, -0.2])
+    return learner
+
+
+@pytest.mark.parametrize("forget", [1.0, 0.97])
+def test_rank_one_update_matches_numpy_cholesky(forget):
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((12, 12))
+    A = M.T @ M + 0.5 * np.eye(12)
+    R = np.linalg.cholesky(A).T.copy()
+    v = rng.standard_normal(12)
+    chol_update(R, v.copy(), np.sqrt(forget), 0)
+    expected = np.linalg.cholesky(forget * A + np.outer(v, v)).T
+    np.testing.assert_allclose(R, expected, rtol=1e-12, atol=1e-12)
+    assert np.all(np.tril(R, -1) == 0.0)
+
+
+@pytest.mark.parametrize("forget", [1.0, 0.99])
+def test_weights_equal_weighted_ridge_regression_on_the_features(forget):
+    learner = _fixed(forget=forget)
+    X, Y = _stream(300)
+    for i in range(0, 300, 10):
+        learner.learn_many(X[i:i + 10], Y[i:i + 10])
+    Phi = _features(learner, X)
+    D = Phi.shape[1]
+    w = forget ** np.arange(299, -1, -1)            # sample i weighs f^(n-1-i)
+    # the prior decays with the data, and is given back one coordinate per sample (eq. G3')
+    prior = np.full(D, learner.ridge * forget ** 300)
+    np.add.at(prior, np.arange(300) % D, w * (1 - forget) * learner.ridge * D)
+    A = Phi.T @ (w[:, None] * Phi) + np.diag(prior)
+    W = np.linalg.solve(A, Phi.T @ (w[:, None] * (Y - [0.1, -0.2]))).T
+    np.testing.assert_allclose(learner.W, W, rtol=1e-8, atol=1e-8 * np.abs(W).max())
+    np.testing.assert_allclose(learner.predict_many(X[:5]), Phi[:5] @ W.T + [0.1, -0.2],
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_the_prior_stays_near_lambda_under_forgetting():
+    """Without eq. G3' an unexcited direction of A decays like f^t (to 0 in float64 after
+    ~7e5 samples at f = 0.998); with it, A's diagonal where no data arrives stays within
+    [f^D, 1] rho / (1 - f^D) of lambda."""
+    learner = _fixed(D=16, forget=0.98)
+    zero = np.zeros((10, N_IN))
+    learner.P[...] = 0.0   # cos(0 - c) and sin(0 - c) for every x: excite only those
+    for _ in range(100):
+        learner.learn_many(zero, np.zeros((10, N_OUT)))
+    A = learner.R.T @ learner.R
+    Phi = _features(learner, zero[:1])
+    null = np.linalg.svd(Phi)[2][1:]              # directions no sample has touched
+    q = np.diag(null @ A @ null.T) / learner.ridge
+    rho_over_lam, fD = (1 - 0.98) * 16, 0.98 ** 16
+    assert np.all(q > 0.99 * fD * rho_over_lam / (1 - fD))
+    assert np.all(q < 1.01 * rho_over_lam / (1 - fD))
+
+
+def test_random_features_approach_the_rbf_kernel_like_one_over_sqrt_d():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, size=(200, N_IN))
+    ell = np.array([0.7, 0.9, 2.0])
+    exact = np.exp(-0.5 * (((X[:, None, :] - X[None, :, :]) / ell) ** 2).sum(-1))
+    Ds = (32, 128, 512, 2048)
+    errors = []
+    for D in Ds:
+        err = []
+        for seed in range(8):
+            learner = ISSGPR(ISSGPRConfig(n_joints=1, n_inputs=N_IN, n_features=D, seed=seed))
+            learner.set_hyperparameters(np.zeros(N_IN), ell, 1.0, 0.1, [0.0])
+            Phi = _features(learner, X)
+            err.append(np.abs(Phi @ Phi.T - exact).mean())
+        errors.append(np.mean(err))
+    slope = np.polyfit(np.log(Ds), np.log(errors), 1)[0]
+    assert -0.6 < slope < -0.4, (errors, slope)
+
+
+def test_loss_is_measured_before_the_update():
+    learner = _fixed()
+    X, Y = _stream(200)
+    for i in range(0, 190, 10):
+        learner.learn_many(X[i:i + 10], Y[i:i + 10])
+    before = ((learner.predict_many(X[190:]) - Y[190:]) ** 2).mean(0)
+    np.testing.assert_allclose(learner.learn_many(X[190:], Y[190:]), before, rtol=1e-12)
+
+
+def test_predict_one_allocates_nothing_and_returns_its_buffer():
+    learner = _fixed()
+    X, Y = _stream(50)
+    learner.learn_many(X[:10], Y[:10])
+    x = X[20].copy()
+    out = learner.predict_one(x)
+    np.testing.assert_allclose(out, learner.predict_many(x[None])[0], rtol=1e-12)
+    copy = learner.model_copy()
+    learner.predict_one(x, copy)
+    tracemalloc.start()
+    try:
+        for _ in range(50):
+            same = learner.predict_one(x)
+            learner.predict_one(x, copy)
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert same is out or np.shares_memory(same, out)
+    assert size == 0
+
+
+def test_model_copy_serves_the_model_as_it_was_while_training_goes_on():
+    learner = _fixed()
+    X, Y = _stream(200)
+    learner.learn_many(X[:100], Y[:100])
+    copy = learner.model_copy()
+    frozen = learner.predict_many(X[:1])[0]
+    learner.learn_many(X[100:], Y[100:])
+    np.testing.assert_array_equal(learner.predict_one(X[0], copy), frozen)
+    assert not np.allclose(learner.predict_one(X[0]), frozen)
+    learner.copy_model_into(copy)
+    np.testing.assert_array_equal(learner.predict_one(X[0], copy), learner.predict_many(X[:1])[0])
+
+
+def test_learns_a_smooth_function_online_far_better_than_the_mean():
+    learner = ISSGPR(ISSGPRConfig(n_joints=N_OUT, n_inputs=N_IN, n_features=200,
+                                  calib=(50, 300), fit_iters=100))
+    X, Y = _stream(3000)
+    losses = np.array([learner.learn_many(X[i:i + 10], Y[i:i + 10]).mean()
+                       for i in range(0, 3000, 10)])
+    assert learner.calibrated and learner.stage == 2
+    mean_predictor = Y.var(0).mean()
+    assert losses[-50:].mean() < 0.05 * mean_predictor
+    # the irrelevant third input gets the longest length scale
+    ell = learner.hyper[N_IN:2 * N_IN] / X.std(0)
+    assert ell[2] > 2 * max(ell[0], ell[1])
+
+
+def test_marginal_likelihood_fit_beats_its_start_on_the_exact_likelihood():
+    X, Y = _stream(150, seed=3, noise=0.1)
+    h = fit_hyperparameters(X, Y, iters=100)
+    Z = (X - X.mean(0)) / X.std(0)
+    Ys = (Y - Y.mean(0)) / Y.std(0)
+
+    def nll(ell, sf, sn):  # the exact GP negative log marginal likelihood, plain numpy
+        d = (((Z[:, None] - Z[None]) / ell) ** 2).sum(-1)
+        K = sf ** 2 * np.exp(-0.5 * d) + sn ** 2 * np.eye(len(Z))
+        _, logdet = np.linalg.slogdet(K)
+        return 0.5 * np.sum(Ys * np.linalg.solve(K, Ys)) + 0.5 * Ys.shape[1] * logdet
+
+    fitted = nll(h["length_scales"] / X.std(0), h["signal"], h["noise"])
+    assert fitted == pytest.approx(h["nll"], rel=1e-8)
+    assert fitted < nll(np.sqrt(N_IN), 1.0, 0.1) - 10.0
+    assert 0.05 < h["noise"] / h["signal"] < 0.3   # targets: noise 0.1 on a signal of ~0.7
+
+
+@pytest.mark.parametrize("n_before", [120, 400])  # mid-calibration, and after it
+def test_snapshot_round_trip_restores_predictions_and_future_learning(tmp_path, n_before):
+    cfg = ISSGPRConfig(n_joints=N_OUT, n_inputs=N_IN, n_features=40, forget=0.999,
+                       calib=(60, 250), fit_iters=20)
+    learner = ISSGPR(cfg)
+    X, Y = _stream(600)
+    for i in range(0, n_before, 10):
+        learner.learn_many(X[i:i + 10], Y[i:i + 10])
+    learner.save(tmp_path / "gp.npz")
+    restored = ISSGPR.load(tmp_path / "gp.npz")
+    assert restored.config == cfg and restored.stage == learner.stage
+    np.testing.assert_array_equal(restored.predict_many(X[:7]), learner.predict_many(X[:7]))
+    for i in range(n_before, 600, 10):
+        np.testing.assert_array_equal(restored.learn_many(X[i:i + 10], Y[i:i + 10]),
+                                      learner.learn_many(X[i:i + 10], Y[i:i + 10]))
+    np.testing.assert_array_equal(restored.W, learner.W)
+    assert restored.n_samples == learner.n_samples == 600
+
+
+def test_a_learner_snapshot_is_not_an_issgpr_snapshot(tmp_path):
+    from rtlearn.learner import LearnerConfig, OnlineLearner
+    OnlineLearner(LearnerConfig(n_joints=2, n_inputs=3, hidden=(4,))).save(tmp_path / "m.npz")
+    with pytest.raises(StateFileError, match="rtlearn-learner"):
+        ISSGPR.load(tmp_path / "m.npz")
