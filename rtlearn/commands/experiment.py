@@ -5,7 +5,7 @@ import sys
 from .output import write_json
 
 HELP = ("reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id) and "
-        "measure payload swaps (payload-swap)")
+        "measure payload swaps (payload-swap, auto-context)")
 
 
 def add_arguments(p):
@@ -22,8 +22,8 @@ def add_arguments(p):
                    "SGD-HD, Adam-HD, MetaGDMemAdam, 'GD residual', 'MetaGD residual') or "
                    "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD "
                    "(default all; GD always runs its rate grid)")
-    p.add_argument("--robot", default=None, help="payload-swap: robot name or TOML file "
-                   "(default kuka_iiwa)")
+    p.add_argument("--robot", default=None, help="payload-swap, auto-context: robot name or "
+                   "TOML file (default kuka_iiwa)")
     p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
     p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
                    "of the compared methods (default the daemon's, 0.001)")
@@ -48,16 +48,20 @@ def to_jsonable(x):
     return x
 
 
+def _robot_option(args) -> dict:
+    from rtlearn.sources.robot import load_robot
+    if not args.robot:
+        return {}
+    spec = load_robot(args.robot)  # RobotSpecError names the file and the field
+    if len(spec.payloads) < 3:
+        raise ValueError(f"{spec.file}: {args.name} needs at least 3 payloads")
+    return {"robot": str(spec.file)}
+
+
 def _payload_swap_options(args) -> dict:
     """Checked before any worker starts: a bad option fails at once with a clear message."""
     from rtlearn.experiments import payload_swap as ps
-    from rtlearn.sources.robot import load_robot
-    options = {}
-    if args.robot:
-        spec = load_robot(args.robot)  # RobotSpecError names the file and the field
-        if len(spec.payloads) < 3:
-            raise ValueError(f"{spec.file}: payload-swap needs at least 3 payloads")
-        options["robot"] = str(spec.file)
+    options = _robot_option(args)
     if args.task:
         if args.task not in ps.TASKS:
             raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(ps.TASKS)}")
@@ -83,18 +87,19 @@ def _payload_swap_options(args) -> dict:
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods",), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates")}
+           "payload-swap": ("methods", "robot", "task", "rates"), "auto-context": ("robot",)}
     for opt in ("methods", "mnist", "robot", "task", "rates"):
         if getattr(args, opt) and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)
             return 2
-    if args.name == "payload-swap":
+    if args.name in ("payload-swap", "auto-context"):
         from rtlearn.sources.base import SourceError
         try:
-            options = _payload_swap_options(args)
+            options = (_payload_swap_options if args.name == "payload-swap"
+                       else _robot_option)(args)
         except (ValueError, SourceError) as e:
-            print(f"rtlearn experiment payload-swap: {e}", file=sys.stderr)
+            print(f"rtlearn experiment {args.name}: {e}", file=sys.stderr)
             return 2
         return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
                                             args.workers, args.plots, options=options))

@@ -48,8 +48,23 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     }.items()},
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
-        "max_contexts": (32, "size limit of the bank of models; a switch to a new context "
-                         "beyond it is refused"),
+        "max_contexts": (32, "size limit of the bank of models; a new context in a full "
+                         "bank evicts the least recently used idle one"),
+        "auto": (True, "find payload changes without labels (a change-point test on the "
+                 "prediction residual) and switch to the best stored context or a new one; "
+                 "acts only while no labelled packet came for label_quiet seconds"),
+        "label_quiet": (5.0, "s without a labelled packet after which automatic contexts act "
+                        "(labels and `ctl context` always win)"),
+        "cusum_drift": (1.0, "k: rises of the residual's mean square below e^k times its "
+                        "recent level are absorbed (log units, per 10-sample batch)"),
+        "cusum_threshold": (8.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
+                            "after ~h / (log rho - k) batches. Larger: fewer false alarms, "
+                            "later detection"),
+        "window": (200, "samples after a change's estimated onset on which the stored "
+                   "contexts are scored before deciding (200 ms at 1 kHz)"),
+        "margin": (0.8, "a stored context is restored if its loss on the window is below "
+                   "margin times the live model's; the change is dismissed if the model from "
+                   "before it is within 1/margin of the live one"),
     },
     "snapshots": {
         "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
