@@ -131,6 +131,7 @@ class AutoContexts:
                                        settings["cusum_threshold"])
         self._X = np.zeros((self.window, n_inputs))
         self._Y = np.zeros((self.window, n_joints))
+        self._served = np.zeros(self.window)  # the served prediction's MSE over joints
         self._at = 0                          # ring position
         self._last_label = -math.inf
         self.alarm: dict | None = None        # being confirmed
@@ -151,12 +152,13 @@ class AutoContexts:
         if labelled:
             self._last_label = now
             self._cancel("overridden")
-        self._remember(X, Y)
+        E = P - Y
+        self._remember(X, Y, E)
         d = self.detector
         if not self.active(now):
             d.hold(1)
         busy = self.alarm is not None or self.pending is not None
-        if d.update(P - Y, watch=not busy):
+        if d.update(E, watch=not busy):
             self.counts["alarms"] += 1
             self.alarm = {"onset": d.onset, "alarm": d.samples, "wall": time.time(),
                           "baseline": d.baseline(), "pre": learner.network_state()}
@@ -168,18 +170,20 @@ class AutoContexts:
             return None
         return self._decide(learner, bank)
 
-    def _remember(self, X, Y) -> None:
-        for x, y in zip(X, Y):
+    def _remember(self, X, Y, E) -> None:
+        for x, y, e in zip(X, Y, E):
             self._X[self._at], self._Y[self._at] = x, y
+            self._served[self._at] = np.dot(e, e) / len(e)
             self._at = (self._at + 1) % self.window
 
     def _decide(self, learner, bank) -> dict | None:
         a, self.alarm = self.alarm, None
-        order = np.r_[self._at:self.window, 0:self._at]
-        Xw, Yw = self._X[order], self._Y[order]
-        live = learner.batch_loss(Xw, Yw)
-        late = self.window // 2
-        pre = learner.batch_loss(Xw[late:], Yw[late:], a["pre"])
+        # the window's second half, 100-200 ms after the onset by default: the change's
+        # first transient is over, and what each model would forecast now shows
+        late = np.r_[self._at:self.window, 0:self._at][self.window // 2:]
+        Xw, Yw = self._X[late], self._Y[late]
+        live = float(self._served[late].mean())   # served: forecasts, as a restore's are
+        pre = learner.batch_loss(Xw, Yw, a["pre"])
         stored = {name: learner.batch_loss(Xw, Yw, state) for name, state in bank.parked.items()}
         best = min(stored, key=stored.get) if stored else None
         if best is not None and stored[best] < self.margin * live:
@@ -192,7 +196,7 @@ class AutoContexts:
         record = {"time": a["wall"], "delay_samples": a["alarm"] - a["onset"],
                   "decided_after_samples": self.detector.samples - a["alarm"],
                   "from": bank.current, "decision": decision, "context": name,
-                  "scores": {"live": live, "before_second_half": pre,
+                  "scores": {"continuing": live, "before": pre,
                              "usual": a["baseline"], **stored}}
         self.recent.append(record)
         if decision == "dismissed":
