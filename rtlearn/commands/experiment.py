@@ -24,7 +24,8 @@ def add_arguments(p):
                    "(default all; GD always runs its rate grid)")
     p.add_argument("--robot", default=None, help="payload-swap, auto-context: robot name or "
                    "TOML file (default kuka_iiwa)")
-    p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
+    p.add_argument("--task", default=None, help="payload-swap, auto-context: lift or sines "
+                   "(default lift)")
     p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
                    "of the compared methods (default the daemon's, 0.001)")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
@@ -48,24 +49,26 @@ def to_jsonable(x):
     return x
 
 
-def _robot_option(args) -> dict:
+def _robot_task_options(args) -> dict:
+    from rtlearn.experiments.payload_swap import TASKS
     from rtlearn.sources.robot import load_robot
-    if not args.robot:
-        return {}
-    spec = load_robot(args.robot)  # RobotSpecError names the file and the field
-    if len(spec.payloads) < 3:
-        raise ValueError(f"{spec.file}: {args.name} needs at least 3 payloads")
-    return {"robot": str(spec.file)}
+    options = {}
+    if args.robot:
+        spec = load_robot(args.robot)  # RobotSpecError names the file and the field
+        if len(spec.payloads) < 3:
+            raise ValueError(f"{spec.file}: {args.name} needs at least 3 payloads")
+        options["robot"] = str(spec.file)
+    if args.task:
+        if args.task not in TASKS:
+            raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+        options["task"] = args.task
+    return options
 
 
 def _payload_swap_options(args) -> dict:
     """Checked before any worker starts: a bad option fails at once with a clear message."""
     from rtlearn.experiments import payload_swap as ps
-    options = _robot_option(args)
-    if args.task:
-        if args.task not in ps.TASKS:
-            raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(ps.TASKS)}")
-        options["task"] = args.task
+    options = _robot_task_options(args)
     if args.rates:
         try:
             rates = tuple(float(r) for r in args.rates.split(","))
@@ -87,7 +90,7 @@ def _payload_swap_options(args) -> dict:
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods",), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates"), "auto-context": ("robot",)}
+           "payload-swap": ("methods", "robot", "task", "rates"), "auto-context": ("robot", "task")}
     for opt in ("methods", "mnist", "robot", "task", "rates"):
         if getattr(args, opt) and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
@@ -97,7 +100,7 @@ def run(args) -> int:
         from rtlearn.sources.base import SourceError
         try:
             options = (_payload_swap_options if args.name == "payload-swap"
-                       else _robot_option)(args)
+                       else _robot_task_options)(args)
         except (ValueError, SourceError) as e:
             print(f"rtlearn experiment {args.name}: {e}", file=sys.stderr)
             return 2

@@ -1,11 +1,12 @@
 """auto-context: payload changes found without labels (issue 11).
 
-Per trial (seed s): a simulated arm (`--robot`, any robot file with >= 3 payloads) runs the
-`sines` task (seeded multi-sine motion, 6 s per cycle, payload swaps while moving) holding
-one payload per segment: CHANGES + 1 segments of 1-2 cycles, STEADY of them 10 cycles long
-(60 s with no change), the payload of each drawn at random among the others (so the run
-returns to earlier payloads). Sensor noise 1.0, 1 kHz, batches of 10, each sample used once,
-the daemon's default learner.
+Per trial (seed s): a simulated arm (`--robot`, any robot file with >= 3 payloads) runs
+`--task` (lift, the default: pick and lift, the payload swapped at each grasp, ~3.5 s per
+cycle; sines: seeded multi-sine motion, 6 s per cycle, payload swaps while moving) holding
+one payload per segment: CHANGES + 1 segments of 1-2 cycles, STEADY of them >= 60 s long
+with no change, the payload of each drawn at random among the others (so the run returns to
+earlier payloads). Sensor noise 1.0, 1 kHz, batches of 10, each sample used once, the
+daemon's default learner and [contexts] settings.
 
 Modes, on the same stream:
   auto    unlabelled: the daemon's detector and selection (rtlearn.service.autocontext) over
@@ -35,7 +36,8 @@ from . import payload_swap as ps
 from .evaluate import batched
 
 DEFAULT_TRIALS = 10
-CHANGES, STEADY, STEADY_CYCLES = 24, 2, 10
+CHANGES, STEADY = 24, 2
+STEADY_CYCLES = {"lift": 19, "sines": 10}   # >= 60 s: lift cycles last 3.3-3.7 s
 BATCH = ps.BATCH
 DT = 1e-3
 DETECT_S = 1.0
@@ -43,13 +45,14 @@ STEADY_SKIP_S = 5.0
 AFTER = 50   # batches
 
 
-def schedule(names: list[str], rng: np.random.Generator, changes: int = CHANGES,
-             steady: int = STEADY) -> tuple[list[str], list[int]]:
+def schedule(names: list[str], rng: np.random.Generator, task: str = "lift",
+             changes: int = CHANGES, steady: int = STEADY,
+             steady_cycles: int | None = None) -> tuple[list[str], list[int]]:
     """Payload per cycle, and the indices of the steady segments."""
     lengths = [int(rng.integers(1, 3)) for _ in range(changes + 1)]
     long = sorted(int(i) for i in rng.choice(np.arange(1, changes + 1), steady, replace=False))
     for i in long:
-        lengths[i] = STEADY_CYCLES
+        lengths[i] = steady_cycles or STEADY_CYCLES[task]
     seq, payload = [], "none"
     for k, n in enumerate(lengths):
         if k:
@@ -83,7 +86,8 @@ def run_auto(X, Y, settings: dict, cfg: LearnerConfig):
     return np.array(losses), alarms, list(auto.recent), active
 
 
-def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa") -> dict:
+def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa",
+              task: str = "lift") -> dict:
     from rtlearn.sources.robot import load_robot
 
     spec = load_robot(robot)
@@ -91,9 +95,9 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa") -> dict:
     if len(names) < 3:
         raise ValueError(f"{spec.file}: auto-context needs at least 3 payloads, "
                          f"the robot file has {len(names)}")
-    seq, long = schedule(names, np.random.default_rng([seed, 11]),
-                         *((4, 1) if quick else (CHANGES, STEADY)))
-    X, Y, ctx, _ = ps.simulate(spec, "sines", seq, seed)
+    seq, long = schedule(names, np.random.default_rng([seed, 11]), task,
+                         *((3, 1, 4) if quick else (CHANGES, STEADY)))
+    X, Y, ctx, _ = ps.simulate(spec, task, seq, seed)
     cfg = ps.learner_config("MetaGD", ps.DEFAULT_RATE, Y.shape[1], seed)
     settings = defaults()["contexts"]
     auto, alarms, detections, active = run_auto(X, Y, settings, cfg)
@@ -103,7 +107,8 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa") -> dict:
     bounds = [0] + [k for k in range(1, n) if ctx[k] != ctx[k - 1]] + [n]
     changes = bounds[1:-1]
     steady = [(bounds[i] + int(STEADY_SKIP_S / DT), bounds[i + 1]) for i in long]
-    return {"seed": seed, "robot": str(spec.file), "samples": n, "changes": changes,
+    return {"seed": seed, "robot": str(spec.file), "task": task, "samples": n,
+            "changes": changes,
             "payloads": [names[int(ctx[b])] for b in bounds[:-1]], "steady": steady,
             "alarms": alarms, "detections": detections,
             "contexts": sorted(set(active)),
@@ -157,7 +162,7 @@ def summarize(trials: list[dict]) -> dict:
     modes = ("auto", "oracle", "single")
     after = {m: float(np.mean([w[m]["after_change"] for w in wins])) for m in modes}
     steady = {m: float(np.mean([w[m]["steady"] for w in wins])) for m in modes}
-    s = {"trials": len(trials), "robot": trials[0]["robot"],
+    s = {"trials": len(trials), "robot": trials[0]["robot"], "task": trials[0]["task"],
          "changes": len(delays),
          "detection_delay_ms": {"p50": float(np.percentile(found, 50)) if len(found) else None,
                                 "p90": float(np.percentile(found, 90)) if len(found) else None},
@@ -186,7 +191,7 @@ def summarize(trials: list[dict]) -> dict:
 
 def table(s: dict) -> str:
     d = s["detection_delay_ms"]
-    out = [f"Automatic contexts, {s['robot']} / sines, {s['trials']} trials, {s['changes']} "
+    out = [f"Automatic contexts, {s['robot']} / {s['task']}, {s['trials']} trials, {s['changes']} "
            f"payload changes", "",
            f"detection delay p50 {d['p50']} ms, p90 {d['p90']} ms; missed "
            f"{100 * s['missed_changes']:.1f} %",
@@ -230,10 +235,11 @@ def plots(trials: list[dict], summary: dict, directory: str) -> list[str]:
                   "orange: dismissed")
     ax.set_ylabel("prequential MSE, 0.5 s mean")
     ax.legend(fontsize=8)
-    ax.set_title(f"auto-context, trial 0: {os.path.basename(summary['robot'])}", fontsize=9)
+    ax.set_title(f"auto-context, trial 0: {os.path.basename(summary['robot'])} / "
+                 f"{summary['task']}", fontsize=9)
     fig.tight_layout()
     name = os.path.basename(summary["robot"]).removesuffix(".toml")
-    path = os.path.join(directory, f"auto_context_{name}.png")
+    path = os.path.join(directory, f"auto_context_{name}_{summary['task']}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]

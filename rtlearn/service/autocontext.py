@@ -51,7 +51,6 @@ TRACK_BATCHES = 20      # its time constant while tracking: warm-up, after a swi
 WINSOR = 4.0            # while watching, a batch counts at most this times the current scale
 WARMUP_BATCHES = 300    # no alarm before the model has settled from its fresh start (3 s)
 HOLDOFF_BATCHES = 100   # no alarm after a switch (1 s): the scale follows the new model
-DISMISS = 10.0          # the old model within this times the usual mean square: a burst
 PENDING_BATCHES = 50    # a requested switch not carried out within this many batches lapses
 RECENT = 32             # detections kept for status
 DECISIONS = ("restored", "created", "dismissed")
@@ -162,13 +161,16 @@ class AutoContexts:
             self.counts["alarms"] += 1
             self.alarm = {"onset": d.onset, "alarm": d.samples, "wall": time.time(),
                           "baseline": d.baseline(), "pre": learner.network_state()}
+            # a return to a stored payload pays most before the continuing model adapts
+            # (it does within ~100 ms): try a restore at once, on the samples since the onset
+            return self._decide(learner, bank, final=False)
         if self.pending is not None:
             self.pending["left"] -= 1
             if self.pending["left"] <= 0:
                 self._cancel("lapsed")
         if self.alarm is None or d.samples - self.alarm["onset"] < self.window:
             return None
-        return self._decide(learner, bank)
+        return self._decide(learner, bank, final=True)
 
     def _remember(self, X, Y, E) -> None:
         for x, y, e in zip(X, Y, E):
@@ -176,28 +178,39 @@ class AutoContexts:
             self._served[self._at] = np.dot(e, e) / len(e)
             self._at = (self._at + 1) % self.window
 
-    def _decide(self, learner, bank) -> dict | None:
-        a, self.alarm = self.alarm, None
-        # the window's second half, 100-200 ms after the onset by default: the change's
-        # first transient is over, and what each model would forecast now shows
-        late = np.r_[self._at:self.window, 0:self._at][self.window // 2:]
-        Xw, Yw = self._X[late], self._Y[late]
-        live = float(self._served[late].mean())   # served: forecasts, as a restore's are
-        pre = learner.batch_loss(Xw, Yw, a["pre"])
+    def _decide(self, learner, bank, final: bool) -> dict | None:
+        """At the alarm (final=False): restore a stored context that forecasts the samples
+        since the onset better than the continuing model did, by the margin. At the end of
+        the window: otherwise a new context, or dismissed if the model from before the alarm
+        forecasts the window's second half (100-200 ms after the onset by default, past the
+        first transient) no worse than the continuing model."""
+        a = self.alarm
+        since = min(self.detector.samples - a["onset"], self.window)
+        order = np.r_[self._at:self.window, 0:self._at]
+        rows = order[self.window - since:] if not final else order[self.window // 2:]
+        Xw, Yw = self._X[rows], self._Y[rows]
+        live = float(self._served[rows].mean())   # served: forecasts, as a restore's are
         stored = {name: learner.batch_loss(Xw, Yw, state) for name, state in bank.parked.items()}
         best = min(stored, key=stored.get) if stored else None
+        scores = {"continuing": live, **stored}
         if best is not None and stored[best] < self.margin * live:
             decision, name = "restored", best
-        elif pre < DISMISS * a["baseline"]:
-            decision, name = "dismissed", bank.current
+        elif not final:
+            self.alarm["scores"] = scores
+            return None
         else:
-            decision, name = "created", self._new_name(bank)
+            pre = learner.batch_loss(Xw, Yw, a["pre"])
+            scores = {"at_alarm": a["scores"], "window": {**scores, "before": pre}}
+            if pre <= live:
+                decision, name = "dismissed", bank.current
+            else:
+                decision, name = "created", self._new_name(bank)
+        self.alarm = None
         self.counts[decision] += 1
         record = {"time": a["wall"], "delay_samples": a["alarm"] - a["onset"],
                   "decided_after_samples": self.detector.samples - a["alarm"],
                   "from": bank.current, "decision": decision, "context": name,
-                  "scores": {"continuing": live, "before": pre,
-                             "usual": a["baseline"], **stored}}
+                  "usual": a["baseline"], "scores": scores}
         self.recent.append(record)
         if decision == "dismissed":
             return None
