@@ -165,3 +165,38 @@ def test_on_a_simulated_lift_the_return_to_a_payload_restores_its_context():
             auto.switch(learner, bank, d["context"])
     after = [d for at, d in decisions if at > last_heavy]
     assert after and after[0] == {"decision": "restored", "context": "light"}, decisions
+
+
+def test_a_daemon_finds_an_unlabelled_jump_and_reports_it(tmp_path):
+    """A real daemon on loopback: an unlabelled synthetic stream whose payload jumps from 0
+    to 4; the daemon opens a new context by itself, says so in status, serves under it and
+    lists it in `ctl contexts`. The jump is sent at 1 kHz: in a flood the served model lags
+    the learner by hundreds of samples, and that lag is what the residual shows (alarms
+    there are dismissed: the learner's own model still fits)."""
+    from rtlearn.protocol.client import RobotClient
+    from rtlearn.service.launch import DaemonProcess
+    from rtlearn.service.synthetic import synthetic_stream
+    from rtlearn.sources.base import paced
+    from test_service_daemon import SMALL, send_all, wait_status
+
+    with DaemonProcess(tmp_path, SMALL) as d:
+        with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as c:
+            send_all(c, list(synthetic_stream(8000, payload=0.0)))
+            st = wait_status(d, lambda s: s["learning"]["samples"] >= 7990)
+            send_all(c, paced(synthetic_stream(2000, start_seq=8000, payload=0.0), 1.0))
+            st = wait_status(d, lambda s: s["learning"]["samples"] >= 9990)
+            auto = st["contexts"]["auto"]
+            assert auto["created"] == auto["restored"] == 0 and st["context"] == "default"
+            alarms = auto["alarms"]
+            send_all(c, paced(synthetic_stream(1000, start_seq=10_000, payload=4.0), 1.0))
+            st = wait_status(d, lambda s: s["contexts"]["auto"]["created"] >= 1)
+            auto = st["contexts"]["auto"]
+            assert auto["enabled"] and auto["active"] and auto["alarms"] == alarms + 1
+            found = auto["recent"][-1]
+            assert found["decision"] == "created" and found["from"] == "default"
+            assert found["context"] == "auto-1" and 0 <= found["delay_samples"] <= 200
+            later = send_all(c, list(synthetic_stream(20, start_seq=11_000, payload=4.0)))
+            assert later[-1].context == "auto-1"
+            rows = {r["name"]: r for r in d.request("contexts")["contexts"]}
+            assert set(rows) == {"default", "auto-1"} and rows["auto-1"]["active"]
+            assert rows["default"]["samples"] >= 10_000 and rows["auto-1"]["samples"] > 0
