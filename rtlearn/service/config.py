@@ -60,11 +60,12 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "cusum_threshold": (8.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
                             "after ~h / (log rho - k) batches. Larger: fewer false alarms, "
                             "later detection"),
-        "window": (200, "samples after a change's estimated onset on which the stored "
-                   "contexts are scored before deciding (200 ms at 1 kHz)"),
-        "margin": (0.8, "a stored context is restored if its loss on the window is below "
-                   "margin times the live model's; the change is dismissed if the model from "
-                   "before it is within 1/margin of the live one"),
+        "window": (200, "samples from a change's estimated onset until a change no stored "
+                   "context explained opens a new context (or is dismissed if the model from "
+                   "before it forecasts the second half no worse); 200 ms at 1 kHz (>= 20)"),
+        "margin": (0.8, "at the alarm, a stored context is restored if its loss on the samples "
+                   "since the onset is below margin times that of the served predictions "
+                   "(0 < margin <= 1)"),
     },
     "snapshots": {
         "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
@@ -211,6 +212,11 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
                           "(a context label, docs/protocol.md)")
     if cfg["contexts"]["max_contexts"] < 1:
         raise ConfigError(f"{where}: contexts.max_contexts must be >= 1")
+    c = cfg["contexts"]
+    if not (c["window"] >= 20 and 0 < c["margin"] <= 1 and c["cusum_drift"] > 0
+            and c["cusum_threshold"] > 0 and c["label_quiet"] >= 0):
+        raise ConfigError(f"{where}: contexts: window >= 20, 0 < margin <= 1, cusum_drift > 0, "
+                          "cusum_threshold > 0, label_quiet >= 0")
     rt = cfg["realtime"]
     if not 0 <= rt["spin"] <= 1.0:
         raise ConfigError(f"{where}: realtime.spin must be 0..1 seconds")
