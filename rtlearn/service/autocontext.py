@@ -23,18 +23,22 @@ consecutive batches to be e^k times worse than usual. Defaults (k = 1, h = 8): a
 change (rho of 10-1000 on the first batches) is found in 2-7 batches, a factor 4 in ~20.
 Larger h or k: fewer false alarms, later detection.
 
-Selection (`AutoContexts`). After an alarm, `window` samples from the onset on are collected
-(predictions keep coming from the current model, which keeps learning: no batch waits).
-Then every stored context is scored on them on the live model (`OnlineLearner.batch_loss`
-with that context's output layer and target normaliser), beside the live model and the
-current context as it was at the alarm ("pre"):
-  * a stored context below `margin` times the live model's loss: switch to it (restored);
-  * else, "pre" no worse than the live model by more than 1/margin: nothing changed for the
-    model (dismissed; a false alarm costs nothing but its scoring);
-  * else: a new context `auto-N`, started from the live model, which has adapted to the
-    new payload during the window (docs/results.md, auto-context, measures the choice).
+Selection (`AutoContexts`). Predictions keep coming from the current model, which keeps
+learning (no batch waits). A stored context's part (output layers, target normaliser) is
+scored on the live hidden layers (`OnlineLearner.batch_loss`) against the predictions the
+current model actually served on the same samples:
+  * at the alarm, on the samples since the onset: a stored context below `margin` times
+    the served error is restored at once. The continuing model adapts to a new payload
+    within ~100 ms; after that no stored context beats it, so a restore pays only early
+    (docs/results.md, auto-context);
+  * `window` samples after the onset, on the window's second half (past the first
+    transient): the same test again; else, if the current context's model as it was at the
+    alarm ("before") forecasts those samples no worse than the served predictions, nothing
+    changed for the model (dismissed: a burst such as a stiction jolt, or a model served
+    late in a flood); else a new context `auto-N`, started from the current model, which
+    has adapted to the new payload during the window.
 Either switch parks the context being left as it was at the alarm, so the samples of the
-new payload learned during confirmation do not stay in the old payload's output layer.
+new payload learned meanwhile do not stay in the old payload's output layer.
 """
 
 from __future__ import annotations
@@ -193,14 +197,16 @@ class AutoContexts:
         stored = {name: learner.batch_loss(Xw, Yw, state) for name, state in bank.parked.items()}
         best = min(stored, key=stored.get) if stored else None
         scores = {"continuing": live, **stored}
+        if not final:
+            a["scores"], a["window_scores"] = scores, None
+        else:
+            a["window_scores"] = scores
         if best is not None and stored[best] < self.margin * live:
             decision, name = "restored", best
         elif not final:
-            self.alarm["scores"] = scores
             return None
         else:
-            pre = learner.batch_loss(Xw, Yw, a["pre"])
-            scores = {"at_alarm": a["scores"], "window": {**scores, "before": pre}}
+            pre = scores["before"] = learner.batch_loss(Xw, Yw, a["pre"])
             if pre <= live:
                 decision, name = "dismissed", bank.current
             else:
@@ -210,7 +216,8 @@ class AutoContexts:
         record = {"time": a["wall"], "delay_samples": a["alarm"] - a["onset"],
                   "decided_after_samples": self.detector.samples - a["alarm"],
                   "from": bank.current, "decision": decision, "context": name,
-                  "usual": a["baseline"], "scores": scores}
+                  "usual": a["baseline"], "scores": a["scores"],
+                  "window_scores": a["window_scores"]}
         self.recent.append(record)
         if decision == "dismissed":
             return None
