@@ -278,15 +278,17 @@ class LearningProcess:
         ref = float(self.stats.learn_loss.mean())
         exploded = (self.stats.preq_count > 1000 and ref > 0
                     and mean > self.guard["explode_factor"] * ref)
-        if not math.isfinite(mean) or exploded:
+        good = math.isfinite(mean) and not exploded
+        if not good:
             self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
         else:
             self.stats.add_prequential(sq, n, loss)
             if self.learner.n_steps % int(self.guard["good_every"]) == 0:
                 self._save_good()
             self.bank.learned(n)
-            self._detect(X, Y, P, labelled)
         a.publish(self.learner, self.epoch)
+        if good:  # after the publication: detection never delays the served model
+            self._detect(X, Y, P, labelled)
         self.stats.steps += 1
         self.stats.samples_learned += n
         self.stats.step_time.add(time.perf_counter() - t0)
