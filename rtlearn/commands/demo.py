@@ -16,10 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hidden layer widths (default: the learner's)")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--auto", dest="auto", action="store_true", default=True,
-                        help="send no payload labels: the daemon finds the swaps (default)")
+    labels.add_argument("--auto", dest="auto", action="store_true", default=False,
+                        help="send no payload labels: the daemon finds the swaps itself")
     labels.add_argument("--labels", dest="auto", action="store_false",
-                        help="send each state's payload as its context label")
+                        help="send each state's payload as its context label (default: "
+                             "better than --auto, docs/results.md section 5)")
 
 
 def run(args) -> int:

@@ -44,7 +44,7 @@ class StatusPoller(threading.Thread):
 
 
 def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = True,
-             learner: dict | None = None, out=..., auto: bool = True) -> dict:
+             learner: dict | None = None, out=..., auto: bool = False) -> dict:
     """auto: the states carry no payload label; the daemon finds the swaps itself."""
     from rtlearn.sources.sim import SimSource
 
