@@ -65,7 +65,7 @@ def test_bad_options_fail_before_any_worker_with_a_clear_message():
         assert r.returncode == 2 and text in r.stderr, (args, r.stderr)
     r = subprocess.run([sys.executable, "-m", "rtlearn.cli", "experiment", "digits", "--task",
                         "lift"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "payload-swap only" in r.stderr
+    assert r.returncode == 2 and "payload-swap and auto-context only" in r.stderr
 
 
 def test_memory_variant_reaches_metagd_only():

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this client's CURVE key pair (when the daemon lists allowed clients)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("status", help="statistics as JSON")
+    sub.add_parser("contexts", help="stored payload contexts: samples learned, last use")
     p = sub.add_parser("context", help="switch payload context at the next packet")
     p.add_argument("name")
     p = sub.add_parser("save", help="snapshot now (path relative to the snapshot directory)")

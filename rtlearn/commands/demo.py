@@ -15,13 +15,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
                         help="hidden layer widths (default: the learner's)")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--auto", dest="auto", action="store_true", default=False,
+                        help="send no payload labels: the daemon finds the swaps itself")
+    labels.add_argument("--labels", dest="auto", action="store_false",
+                        help="send each state's payload as its context label (default: "
+                             "better than --auto, docs/results.md section 5)")
 
 
 def run(args) -> int:
     from rtlearn.service.demo import run_demo
 
     learner = {"hidden": args.hidden} if args.hidden else None
-    result = run_demo(args.seconds, args.transport, not args.no_progress, learner)
+    result = run_demo(args.seconds, args.transport, not args.no_progress, learner,
+                      auto=args.auto)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -5,7 +5,7 @@ import sys
 from .output import write_json
 
 HELP = ("reproduce the paper's experiments (rosenbrock, online-lift, digits, batch-id) and "
-        "measure payload swaps (payload-swap)")
+        "measure payload swaps (payload-swap, auto-context)")
 
 
 def add_arguments(p):
@@ -24,9 +24,10 @@ def add_arguments(p):
                    "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD, "
                    "MetaGD-paper, I-SSGPR (the GP peer) (default all; GD always runs its "
                    "rate grid)")
-    p.add_argument("--robot", default=None, help="payload-swap: robot name or TOML file "
-                   "(default kuka_iiwa)")
-    p.add_argument("--task", default=None, help="payload-swap: lift or sines (default lift)")
+    p.add_argument("--robot", default=None, help="payload-swap, auto-context: robot name or "
+                   "TOML file (default kuka_iiwa)")
+    p.add_argument("--task", default=None, help="payload-swap, auto-context: lift or sines "
+                   "(default lift)")
     p.add_argument("--rates", default=None, help="payload-swap: comma-separated base rates "
                    "of the compared methods (default the daemon's, 0.001)")
     p.add_argument("--memory", default=None, metavar="K=V,...", help="payload-swap: "
@@ -55,20 +56,26 @@ def to_jsonable(x):
     return x
 
 
-def _payload_swap_options(args) -> dict:
-    """Checked before any worker starts: a bad option fails at once with a clear message."""
-    from rtlearn.experiments import payload_swap as ps
+def _robot_task_options(args) -> dict:
+    from rtlearn.experiments.payload_swap import TASKS
     from rtlearn.sources.robot import load_robot
     options = {}
     if args.robot:
         spec = load_robot(args.robot)  # RobotSpecError names the file and the field
         if len(spec.payloads) < 3:
-            raise ValueError(f"{spec.file}: payload-swap needs at least 3 payloads")
+            raise ValueError(f"{spec.file}: {args.name} needs at least 3 payloads")
         options["robot"] = str(spec.file)
     if args.task:
-        if args.task not in ps.TASKS:
-            raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(ps.TASKS)}")
+        if args.task not in TASKS:
+            raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
         options["task"] = args.task
+    return options
+
+
+def _payload_swap_options(args) -> dict:
+    """Checked before any worker starts: a bad option fails at once with a clear message."""
+    from rtlearn.experiments import payload_swap as ps
+    options = _robot_task_options(args)
     if args.rates:
         try:
             rates = tuple(float(r) for r in args.rates.split(","))
@@ -113,18 +120,20 @@ def _payload_swap_options(args) -> dict:
 def run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods",), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory")}
+           "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory"),
+           "auto-context": ("robot", "task")}
     for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory"):
         if getattr(args, opt) is not None and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)
             return 2
-    if args.name == "payload-swap":
+    if args.name in ("payload-swap", "auto-context"):
         from rtlearn.sources.base import SourceError
         try:
-            options = _payload_swap_options(args)
+            options = (_payload_swap_options if args.name == "payload-swap"
+                       else _robot_task_options)(args)
         except (ValueError, SourceError) as e:
-            print(f"rtlearn experiment payload-swap: {e}", file=sys.stderr)
+            print(f"rtlearn experiment {args.name}: {e}", file=sys.stderr)
             return 2
         return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
                                             args.workers, args.plots, options=options))

@@ -63,7 +63,6 @@ def payload_sequence(names: list[str], n: int, rng: np.random.Generator) -> list
 def stream(robot, task: str, seed: int, cycles: int | None = None):
     """(X, Y, context index per sample, payload names) of one simulated run."""
     from rtlearn.sources.robot import load_robot
-    from rtlearn.sources.sim import SimSource
 
     spec = load_robot(robot)
     names = list(spec.payloads)
@@ -71,6 +70,15 @@ def stream(robot, task: str, seed: int, cycles: int | None = None):
         raise ValueError(f"{spec.file}: payload-swap needs at least 3 payloads, "
                          f"the robot file has {len(names)}")
     seq = payload_sequence(names, cycles or CYCLES[task], np.random.default_rng([seed, 7]))
+    return simulate(spec, task, seq, seed)
+
+
+def simulate(spec, task: str, seq: list[str], seed: int):
+    """(X, Y, context index per sample, payload names): `task` run once per entry of `seq`,
+    holding that payload, with sensor noise 1.0."""
+    from rtlearn.sources.sim import SimSource
+
+    names = list(spec.payloads)
     rows, ctx = [], []
     with SimSource(spec, task=task, payload=seq, cycles=len(seq), seed=seed, noise=1.0) as src:
         for s in src:

@@ -24,6 +24,8 @@ EXPERIMENTS = {
     "digits": "paper sequential binary MNIST on sklearn 8x8 digits: 0v1, 2v3, 4v5",
     "batch-id": "paper batch inverse dynamics: rectangle-h then rectangle-v, full batch",
     "payload-swap": "long runs with live payload swaps in the daemon's default configuration",
+    "auto-context": "unlabelled payload swaps found by the daemon's detector: auto vs oracle "
+                    "labels vs one model",
 }
 
 

@@ -268,6 +268,7 @@ def decode_prediction_message(data) -> Prediction | Hello:
 # command -> {argument: (accepted types, required)}
 COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
+    "contexts": {},
     "context": {"name": ((str,), True)},
     "save": {"path": ((str,), False)},
     "load": {"path": ((str,), True)},

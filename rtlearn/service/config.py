@@ -48,8 +48,24 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     }.items()},
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
-        "max_contexts": (32, "size limit of the bank of models; a switch to a new context "
-                         "beyond it is refused"),
+        "max_contexts": (32, "size limit of the bank of models; a new context in a full "
+                         "bank evicts the least recently used idle one"),
+        "auto": (True, "find payload changes without labels (a change-point test on the "
+                 "prediction residual) and switch to the best stored context or a new one; "
+                 "acts only while no labelled packet came for label_quiet seconds"),
+        "label_quiet": (5.0, "s without a labelled packet after which automatic contexts act "
+                        "(labels and `ctl context` always win)"),
+        "cusum_drift": (1.0, "k: rises of the residual's mean square below e^k times its "
+                        "recent level are absorbed (log units, per 10-sample batch)"),
+        "cusum_threshold": (8.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
+                            "after ~h / (log rho - k) batches. Larger: fewer false alarms, "
+                            "later detection"),
+        "window": (200, "samples from a change's estimated onset until a change no stored "
+                   "context explained opens a new context (or is dismissed if the model from "
+                   "before it forecasts the second half no worse); 200 ms at 1 kHz (>= 20)"),
+        "margin": (0.8, "at the alarm, a stored context is restored if its loss on the samples "
+                   "since the onset is below margin times that of the served predictions "
+                   "(0 < margin <= 1)"),
     },
     "snapshots": {
         "dir": ("snapshots", "directory of snapshots (relative to the working directory); "
@@ -202,6 +218,11 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
                           "(a context label, docs/protocol.md)")
     if cfg["contexts"]["max_contexts"] < 1:
         raise ConfigError(f"{where}: contexts.max_contexts must be >= 1")
+    c = cfg["contexts"]
+    if not (c["window"] >= 20 and 0 < c["margin"] <= 1 and c["cusum_drift"] > 0
+            and c["cusum_threshold"] > 0 and c["label_quiet"] >= 0):
+        raise ConfigError(f"{where}: contexts: window >= 20, 0 < margin <= 1, cusum_drift > 0, "
+                          "cusum_threshold > 0, label_quiet >= 0")
     rt = cfg["realtime"]
     if not 0 <= rt["spin"] <= 1.0:
         raise ConfigError(f"{where}: realtime.spin must be 0..1 seconds")

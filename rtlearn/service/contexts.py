@@ -13,6 +13,8 @@ is scored by both the restored and the continuing output layers, and the better 
 
 from __future__ import annotations
 
+import time
+
 
 SETTLE_BATCHES = 5
 
@@ -29,16 +31,18 @@ class ContextBank:
         self._left: str | None = None       # after a restore: the context just left
         self.settled = {"kept": 0, "fell_back": 0}
         self.last_evicted: str | None = None  # by the last switch
+        self.usage: dict[str, dict] = {initial: {"samples": 0, "last_used": time.time()}}
 
     @property
     def names(self) -> list[str]:
         return sorted({self.current, *self.parked})
 
-    def switch(self, learner, name: str) -> str:
+    def switch(self, learner, name: str, park: dict | None = None) -> str:
         """Make `name` active: 'restored' (its own model comes back: the paper's reload warm
         start), 'created' (it starts from the current model) or 'same'. A new context in a full
-        bank evicts the least recently used idle one (`last_evicted`). Call with the learner
-        idle."""
+        bank evicts the least recently used idle one (`last_evicted`). `park`: the state kept
+        for the context left (default the live model; an automatic switch keeps the one from
+        before the change). Call with the learner idle."""
         self.last_evicted = None
         if name == self.current:
             return "same"
@@ -48,7 +52,10 @@ class ContextBank:
             # full: forget the least recently used idle context (parked first: dicts keep order)
             self.last_evicted = next(iter(self.parked))
             del self.parked[self.last_evicted]
-        self.parked[self.current] = learner.network_state()
+            self.usage.pop(self.last_evicted, None)
+        self.parked[self.current] = learner.network_state() if park is None else park
+        self.usage.setdefault(self.current, {"samples": 0})["last_used"] = time.time()
+        self.usage.setdefault(name, {"samples": 0})["last_used"] = time.time()
         left, self.current = self.current, name
         model = self.parked.pop(name, None)
         self._left = None
@@ -90,15 +97,33 @@ class ContextBank:
         self.settled["fell_back"] += 1
         return "fell_back"
 
+    def learned(self, n: int) -> None:
+        """n samples learned in the active context."""
+        u = self.usage.setdefault(self.current, {"samples": 0})
+        u["samples"] += n
+        u["last_used"] = time.time()
+
+    def listing(self) -> list[dict]:
+        """Every stored context, the most recently used first: name, active, samples learned
+        while it was active, last use (wall clock, s)."""
+        rows = [{"name": name, "active": name == self.current,
+                 "samples": self.usage.get(name, {}).get("samples", 0),
+                 "last_used": self.usage.get(name, {}).get("last_used")}
+                for name in self.names]
+        return sorted(rows, key=lambda r: -(r["last_used"] or 0.0))
+
     def all_models(self, learner) -> dict[str, dict]:
         """Every context's model, the active one read from the learner."""
         return {**self.parked, self.current: learner.network_state()}
 
-    def replace(self, models: dict[str, dict], current: str, learner) -> None:
+    def replace(self, models: dict[str, dict], current: str, learner,
+                usage: dict | None = None) -> None:
         """Load a whole bank (snapshot restore)."""
         learner.set_network_state(models[current])
         self.current = current
         self.parked = {k: v for k, v in models.items() if k != current}
+        self.usage = {k: dict((usage or {}).get(k, {"samples": 0, "last_used": None}))
+                      for k in models}
         self._left = None
 
     def clear(self) -> None:

@@ -155,6 +155,7 @@ class Daemon:
         self.batches_submitted = 0
         self.batches_done = 0
         self._rollback_requested = False
+        self._labelled = False  # a packet of the batch being filled carried a context label
         self._last_seq: int | None = None
         self._stream: int | None = None
         self._hello_due, self._next_hello = False, 0.0
@@ -266,6 +267,8 @@ class Daemon:
             if msg[0] == "done":
                 self._free.append(msg[1])
                 self.batches_done += 1
+            elif msg[0] == "auto":
+                self._auto_switch(msg[1], msg[2])
             elif msg[0] == "reply":
                 _, job_id, ok, payload = msg
                 job = self._jobs.pop(job_id)
@@ -278,6 +281,15 @@ class Daemon:
                     job.error = _ERRORS.get(reason, RuntimeError)(text)
                     self.say("job", f"learning-process job failed: {reason}: {text}")
                 job.done.set()
+
+    def _auto_switch(self, name: str, epoch: int) -> None:
+        """The learning process found a payload change: switch at the next packet, as `ctl
+        context` would, unless a switch (label, control, reset, load) came since it decided
+        or a control switch is waiting."""
+        if epoch == self.serving.epoch:
+            with self._pending_lock:
+                if self.pending_context is None:
+                    self.pending_context = name
 
     def _learning_lost(self) -> None:
         log.critical("the learning process ended unexpectedly (exit code %s); stopping",
@@ -417,6 +429,8 @@ class Daemon:
         if decoded is None:
             return
         seq, t, stream, label, q, qd, tau, qdd = decoded
+        if label is not None:
+            self._labelled = True
         last = self._last_seq
         if stream != self._stream or last is None:
             if last is not None:
@@ -500,8 +514,8 @@ class Daemon:
         if self.batches_submitted > self.batches_done:
             self.stats.deadline_misses += 1
             self.say("deadline", "a learning step was still running when the next batch was due")
-        self._send(("batch", self._slot, self._fill, self._rollback_requested))
-        self._rollback_requested = False
+        self._send(("batch", self._slot, self._fill, self._rollback_requested, self._labelled))
+        self._rollback_requested = self._labelled = False
         self.batches_submitted += 1
         self._fill = 0
         if not self._free:
@@ -609,6 +623,7 @@ class Daemon:
                                         "excluded")})
         for section in ("prequential", "contexts", "snapshots"):
             d[section] = theirs[section]
+        d["contexts"]["auto"] = ls["auto"]
         d.update({"robot": self.robot.name, "n_joints": self.n, "context": self.context,
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
@@ -624,6 +639,8 @@ class Daemon:
             with self._pending_lock:
                 self.pending_context = args["name"]
             return {"scheduled": args["name"], "current": self.context}
+        if cmd == "contexts":
+            return self.call("contexts").wait()
         if cmd == "shutdown":
             self.stopping = True
             return {"stopping": True}

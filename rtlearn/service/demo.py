@@ -44,7 +44,8 @@ class StatusPoller(threading.Thread):
 
 
 def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = True,
-             learner: dict | None = None, out=...) -> dict:
+             learner: dict | None = None, out=..., auto: bool = False) -> dict:
+    """auto: the states carry no payload label; the daemon finds the swaps itself."""
     from rtlearn.sources.sim import SimSource
 
     out = sys.stdout if out is ... else out  # the stream of the call, not of the import
@@ -62,7 +63,9 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
     sent_at = np.zeros(total)
     print(f"rtlearn demo: KUKA iiwa lift, payloads {' -> '.join(PAYLOADS)} x {cycles // 3 or 1}"
           f"{'' if cycles % 3 == 0 else ' (partial)'}, {total / 1000:.1f} s at 1 kHz, "
-          f"daemon on {transport} loopback", file=out)
+          f"daemon on {transport} loopback, "
+          f"{'unlabelled: the daemon finds the swaps' if auto else 'payload labels sent'}",
+          file=out)
     with tempfile.TemporaryDirectory(prefix="rtlearn-demo-") as work:
         # the daemon first (it plans its CPUs from ours), then this process, the robot side,
         # onto its serving CPUs
@@ -82,9 +85,11 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
             every, last_line = (0.25 if tty else 2.0), time.monotonic()
             try:
                 for s in source:
+                    tau[s.seq], ctx[s.seq] = s.tau, s.context
+                    if auto:
+                        s.context = None
                     sent_at[s.seq] = time.perf_counter()
                     client.publish(s)
-                    tau[s.seq], ctx[s.seq] = s.tau, s.context
                     while (p := client.poll_prediction()) is not None:
                         take(p)
                     if progress and time.monotonic() - last_line > every:
@@ -111,7 +116,7 @@ def _progress(s, pred, tau, status) -> str:
     ok = ~np.isnan(pred[lo:s.seq + 1, 0])
     err = pred[lo:s.seq + 1][ok] - tau[lo:s.seq + 1][ok]
     rmse = f"{np.sqrt((err ** 2).mean()):6.2f}" if ok.any() else "     -"
-    line = f"t {s.t:5.1f} s  payload {s.context:<5}  RMSE(last 0.5 s) {rmse} N*m"
+    line = f"t {s.t:5.1f} s  RMSE(last 0.5 s) {rmse} N*m"
     if status:
         lat = status["latency_ms"]
         line += (f"  | daemon p99 {lat['p99'] or 0:.2f} ms  steps {status['learning']['steps']}"
@@ -150,6 +155,19 @@ def _summarise(tau, pred, ctx, rtt, st) -> dict:
                        "contexts": st["contexts"], "learning": st["learning"]}}
 
 
+def _detections(auto: dict, phases: list[dict]) -> list[str]:
+    """The daemon's automatic decisions, beside the swaps the robot side made."""
+    if not auto["alarms"]:
+        return [f"payload changes found without labels: none ({len(phases) - 1} swaps made)"]
+    lines = [f"payload changes found without labels: {auto['alarms']} alarms for "
+             f"{len(phases) - 1} swaps made: {auto['restored']} restored a stored context, "
+             f"{auto['created']} opened a new one, {auto['dismissed']} dismissed"]
+    for d in auto["recent"]:
+        lines.append(f"  {d['from']} -> {d['context']}: {d['decision']} ({d['delay_samples']} "
+                     f"samples after the estimated onset)")
+    return lines
+
+
 def _rmse(sq: np.ndarray) -> float:
     return float(np.sqrt(np.nanmean(sq)))
 
@@ -182,6 +200,7 @@ def report(r: dict) -> str:
         f"round trip (robot side, read once per 1 ms cycle): p50 {rt['p50']:.3f}  "
         f"p99 {rt['p99']:.3f}  max {rt['max']:.3f} ms",
         f"context switches: {cx['switches']} ({cx['created']} new, {cx['restored']} restored)",
+        *_detections(cx["auto"], r["phases"]),
         f"packets: {r['packets']} sent, {r['predictions']} predictions back, {pk['lost']} lost, "
         f"{pk['rejected_total']} rejected; learning steps {ln['steps']} "
         f"(step p50 {ln['step_ms']['p50']:.2f} ms, deadline misses {ln['deadline_misses']})",

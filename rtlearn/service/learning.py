@@ -35,6 +35,7 @@ import numpy as np
 from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.learner.learner import ModelCopy
 from rtlearn.service import realtime, snapshots
+from rtlearn.service.autocontext import AutoContexts
 from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Stats
@@ -177,10 +178,12 @@ def _die_with_parent() -> None:
 class LearningProcess:
     """Serving-process handle of the learning process, and (after the fork) its main loop.
 
-    Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested),
-    ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
-    ("reply", id, ok, result or (reason, message)). Snapshot jobs are answered by the writer
-    thread once the file is on disk, so learning goes on meanwhile.
+    Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested,
+    labelled), ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
+    ("reply", id, ok, result or (reason, message)), ("auto", context, epoch): an automatic
+    switch the serving process schedules like `ctl context` (its own epoch, its frozen
+    copies), unless a switch of a later epoch came first. Snapshot jobs are answered by the
+    writer thread once the file is on disk, so learning goes on meanwhile.
     """
 
     def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
@@ -191,6 +194,7 @@ class LearningProcess:
         self.arena = Arena(learner, int(self.guard["batch_queue"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
         self.config = learner.config
+        self.auto = AutoContexts(cfg["contexts"], self.config.n_joints, self.config.n_inputs)
         self.arena.publish(learner, 0)
         self.conn, child = multiprocessing.Pipe(duplex=True)
         self.proc = multiprocessing.get_context("fork").Process(
@@ -228,9 +232,9 @@ class LearningProcess:
             msg = conn.recv()
             kind = msg[0]
             if kind == "batch":
-                _, slot, n, rollback = msg
+                _, slot, n, rollback, labelled = msg
                 try:
-                    self._learn(slot, n, rollback)
+                    self._learn(slot, n, rollback, labelled)
                 except Exception:
                     log.exception("learning step failed; rolling back")
                     self._rollback("exception in the learning step")
@@ -278,7 +282,7 @@ class LearningProcess:
                              f"{self.screen.counts})")
         return X[keep], Y[keep], P[keep]
 
-    def _learn(self, slot: int, n: int, rollback: bool) -> None:
+    def _learn(self, slot: int, n: int, rollback: bool, labelled: bool) -> None:
         t0 = time.perf_counter()
         if rollback:
             self._rollback("a served prediction was not finite")
@@ -295,16 +299,29 @@ class LearningProcess:
         ref = float(self.stats.learn_loss.mean())
         exploded = (self.stats.preq_count > 1000 and ref > 0
                     and mean > self.guard["explode_factor"] * ref)
-        if not math.isfinite(mean) or exploded:
+        good = math.isfinite(mean) and not exploded
+        if not good:
             self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
         else:
             self.stats.add_prequential(sq, n, loss)
             if self.learner.n_steps % int(self.guard["good_every"]) == 0:
                 self._save_good()
+            self.bank.learned(n)
         a.publish(self.learner, self.epoch)
+        if good:  # after the publication: detection never delays the served model
+            self._detect(X, Y, P, labelled)
         self.stats.steps += 1
         self.stats.samples_learned += n
         self.stats.step_time.add(time.perf_counter() - t0)
+
+    def _detect(self, X, Y, P, labelled: bool) -> None:
+        """Payload changes without labels (rtlearn.service.autocontext): a decided switch
+        goes to the serving process, which sends it back as a switch job with its epoch."""
+        decision = self.auto.after_batch(self.learner, self.bank, X, Y, P, labelled)
+        if decision is not None:
+            self._send(("auto", decision["context"], self.epoch))
+            self.say("auto", f"payload change found: {decision['decision']} context "
+                             f"{decision['context']!r}", logging.INFO)
 
     def _save_good(self) -> None:
         if self.learner.is_finite():
@@ -322,6 +339,7 @@ class LearningProcess:
 
     def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int) -> None:
         self.learner, self.bank, self.epoch = learner, bank, epoch
+        self.auto.restart()
         self.stats.reset_losses()
         self._save_good()
         self.arena.publish(learner, epoch)
@@ -332,6 +350,7 @@ class LearningProcess:
         stats["contexts"]["settled"] = dict(self.bank.settled)
         stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
+                "auto": self.auto.status(),
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
 
@@ -339,11 +358,14 @@ class LearningProcess:
     def _job_status(self, job_id: int) -> dict:
         return self._status()
 
+    def _job_contexts(self, job_id: int) -> dict:
+        return {"contexts": self.bank.listing()}
+
     def _job_switch(self, job_id: int, name: str, epoch: int) -> dict:
         """The serving side has switched already; it learns the outcome from the reply (and
         the bank's names, in case a load it has not heard of yet changed them)."""
         try:
-            outcome = self.bank.switch(self.learner, name)
+            outcome = self.auto.switch(self.learner, self.bank, name)
         except ContextLimitError as e:
             outcome = "refused"
             self.say("context", str(e), logging.ERROR)

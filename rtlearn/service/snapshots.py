@@ -48,7 +48,7 @@ def capture(learner, bank, counters: dict) -> tuple[dict, dict]:
         arrays.update({f"ctx{i}.{k}": v for k, v in models[name].items()})
     arrays["counters"] = np.array([learner.n_steps, learner.n_samples], dtype=np.int64)
     meta = {"learner": json.loads(json.dumps(learner.config.to_dict())), "contexts": names,
-            "current": bank.current, "counters": counters}
+            "current": bank.current, "counters": counters, "usage": bank.usage}
     return meta, arrays
 
 
@@ -156,7 +156,7 @@ def restore(meta: dict, arrays: dict, learner, bank) -> None:
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
               for i, name in enumerate(meta["contexts"])}
     try:
-        bank.replace(models, meta["current"], learner)
+        bank.replace(models, meta["current"], learner, meta.get("usage"))
         learner.set_memory_state({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")},
                                  transfer=False)
     except (KeyError, ValueError) as e:
