@@ -168,3 +168,13 @@ class ScaleKey:
         self.ms = self.decay * self.ms + (1 - self.decay) * sq
         self.t += 1
         return key / np.sqrt(max(prev, 1e-30))
+
+
+def payload_law(payload, seed):
+    """Batches (10 x 4 inputs, 10 x 2 targets) of a fixed smooth two-joint law plus a
+    payload offset: a stand-in torque stream whose payload changes are known."""
+    rng = np.random.default_rng(seed)
+    W = np.random.default_rng(0).normal(size=(4, 2))
+    while True:
+        X = rng.normal(size=(10, 4))
+        yield X, np.tanh(X) @ W + payload * np.array([3.0, -2.0])

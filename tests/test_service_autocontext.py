@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from naive import payload_law
+
 from rtlearn.learner import LearnerConfig, OnlineLearner
 from rtlearn.service.autocontext import (HOLDOFF_BATCHES, WARMUP_BATCHES, AutoContexts,
                                          ChangeDetector)
@@ -73,13 +75,6 @@ def test_non_finite_residuals_are_skipped():
 CFG = LearnerConfig(n_joints=2, n_inputs=4, hidden=(16,), optimizer="gd", lr=0.01, seed=1)
 
 
-def _law(payload, seed):
-    rng = np.random.default_rng(seed)
-    W = np.random.default_rng(0).normal(size=(4, 2))
-    while True:
-        X = rng.normal(size=(10, 4))
-        yield X, np.tanh(X) @ W + payload * np.array([3.0, -2.0])
-
 
 def _settings(**kw):
     return {**defaults()["contexts"], "label_quiet": 0.5, **kw}
@@ -104,10 +99,10 @@ def _feed(learner, bank, auto, law, n, labelled=False, t0=0.0):
 def test_a_new_payload_opens_a_context_and_a_return_restores_the_old_one():
     learner, bank = OnlineLearner(CFG), ContextBank("a", 8)
     auto = AutoContexts(_settings(), CFG.n_joints, CFG.n_inputs)
-    assert _feed(learner, bank, auto, _law(0.0, 1), 600) == []
-    first = _feed(learner, bank, auto, _law(4.0, 2), 300, t0=6.0)
+    assert _feed(learner, bank, auto, payload_law(0.0, 1), 600) == []
+    first = _feed(learner, bank, auto, payload_law(4.0, 2), 300, t0=6.0)
     assert [d["decision"] for d in first] == ["created"] and bank.current == "auto-1"
-    back = _feed(learner, bank, auto, _law(0.0, 3), 300, t0=10.0)
+    back = _feed(learner, bank, auto, payload_law(0.0, 3), 300, t0=10.0)
     assert back == [{"decision": "restored", "context": "a"}] and bank.current == "a"
     assert auto.status()["alarms"] == 2 and auto.status()["recent"][-1]["from"] == "auto-1"
 
@@ -115,8 +110,8 @@ def test_a_new_payload_opens_a_context_and_a_return_restores_the_old_one():
 def test_a_label_wins_over_a_pending_automatic_switch():
     learner, bank = OnlineLearner(CFG), ContextBank("a", 8)
     auto = AutoContexts(_settings(), CFG.n_joints, CFG.n_inputs)
-    _feed(learner, bank, auto, _law(0.0, 1), 600)
-    law = _law(4.0, 2)
+    _feed(learner, bank, auto, payload_law(0.0, 1), 600)
+    law = payload_law(4.0, 2)
     decision = None
     for i in range(100):  # as in the daemon: decided, not yet carried out
         X, Y = next(law)
@@ -132,7 +127,7 @@ def test_a_label_wins_over_a_pending_automatic_switch():
     # a labelled batch cancels a decision too, and keeps the detector quiet for label_quiet s
     auto.pending = {"context": "auto-9", "pre": live, "record": {"decision": "created"},
                     "left": 50}
-    _feed(learner, bank, auto, _law(0.0, 3), 1, labelled=True, t0=20.0)
+    _feed(learner, bank, auto, payload_law(0.0, 3), 1, labelled=True, t0=20.0)
     assert auto.status()["pending"] is None and not auto.active(20.2) and auto.active(20.6)
 
 

@@ -3,18 +3,13 @@ the shared hidden layers, and its first batches decide whether it stays."""
 
 import numpy as np
 
+from naive import payload_law
+
 from rtlearn.learner import LearnerConfig, OnlineLearner
 from rtlearn.service.contexts import SETTLE_BATCHES, ContextBank
 
 CFG = LearnerConfig(n_joints=2, n_inputs=4, hidden=(16,), optimizer="gd", lr=0.05, seed=1)
 
-
-def _law(payload, seed):
-    rng = np.random.default_rng(seed)
-    W = np.random.default_rng(0).normal(size=(4, 2))
-    while True:
-        X = rng.normal(size=(10, 4))
-        yield X, np.tanh(X) @ W + payload * np.array([3.0, -2.0])
 
 
 def _train(learner, bank, name, law, n):
@@ -28,8 +23,8 @@ def _train(learner, bank, name, law, n):
 def _return_to_a(first_batches_law):
     learner = OnlineLearner(CFG)
     bank = ContextBank("a", 4)
-    _train(learner, bank, "a", _law(0.0, 1), 300)
-    _train(learner, bank, "b", _law(4.0, 2), 300)
+    _train(learner, bank, "a", payload_law(0.0, 1), 300)
+    _train(learner, bank, "b", payload_law(4.0, 2), 300)
     assert bank.switch(learner, "a") == "restored" and bank.restoring
     outcomes = []
     for _ in range(SETTLE_BATCHES):
@@ -41,20 +36,20 @@ def _return_to_a(first_batches_law):
 
 
 def test_a_restored_context_that_fits_its_payload_is_kept():
-    outcome, bank = _return_to_a(_law(0.0, 3))
+    outcome, bank = _return_to_a(payload_law(0.0, 3))
     assert outcome == "kept" and bank.settled == {"kept": 1, "fell_back": 0}
 
 
 def test_a_restore_the_data_contradicts_falls_back_to_the_continuing_model():
     # labelled "a" but the arm still carries b's payload: the continuing output layer wins
-    outcome, bank = _return_to_a(_law(4.0, 3))
+    outcome, bank = _return_to_a(payload_law(4.0, 3))
     assert outcome == "fell_back" and bank.settled == {"kept": 0, "fell_back": 1}
 
 
 def test_a_new_context_starts_from_the_current_model_and_needs_no_settling():
     learner = OnlineLearner(CFG)
     bank = ContextBank("a", 4)
-    _train(learner, bank, "a", _law(0.0, 1), 50)
+    _train(learner, bank, "a", payload_law(0.0, 1), 50)
     before = learner.network_state()
     assert bank.switch(learner, "b") == "created" and not bank.restoring
     for k, v in learner.network_state().items():
