@@ -15,7 +15,7 @@ from rtlearn.protocol.schema import (ControlError, ProtocolError, decode_predict
                                      decode_reply, decode_request, decode_state, encode_error,
                                      encode_hello, encode_prediction, encode_reply,
                                      encode_request, encode_state, read_state)
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,7 +10,7 @@ import numpy as np
 import pybullet as pb
 import pytest
 
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 from rtlearn.sources.dynamics import Dynamics, residual
 from rtlearn.sources.robot import load_robot
 from rtlearn.sources.sim import PhysicsArm

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtlearn.sources.base import JointState, LogFormatError
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import LogFormatError
 from rtlearn.sources.filters import lag_seconds
 from rtlearn.sources.log import LogSource, LogWriter, read_log, write_log
 from rtlearn.sources.robot import ROBOTS_DIR, load_robot

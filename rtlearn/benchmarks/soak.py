@@ -36,7 +36,7 @@ from rtlearn.protocol.schema import encode_state
 from rtlearn.service.config import load_config
 from rtlearn.service.launch import DaemonProcess
 from rtlearn.service.realtime import beside_daemon
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 
 HOSTILE = ("malformed", "nan", "wrong_size", "torque_1e6", "torque_spike", "far_seq")
 RING = 1 << 16  # torques sent, by seq: predictions come back within milliseconds

@@ -21,7 +21,7 @@ import zmq
 from rtlearn.protocol.schema import (DEFAULT_PREDICTION_ENDPOINT, DEFAULT_STATE_ENDPOINT, Hello,
                                      Prediction, ProtocolError, decode_prediction_message,
                                      encode_state)
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import msgpack
 import numpy as np
 
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 
 VERSION = 1
 

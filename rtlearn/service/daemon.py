@@ -38,7 +38,7 @@ from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 from rtlearn.sources.filters import CausalDerivative
 
 log = logging.getLogger("rtlearn.service")

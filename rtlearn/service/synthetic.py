@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointState
+from rtlearn.protocol.state import JointState
 
 DT = 1e-3
 PERIOD = 2.0  # s

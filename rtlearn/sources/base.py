@@ -4,11 +4,12 @@ sources raise on bad input. Every error message names the file and the field at 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 import time
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
+
+from rtlearn.protocol.state import JointState
 
 if TYPE_CHECKING:
     from rtlearn.sources.robot import RobotSpec
@@ -52,17 +53,6 @@ class UnknownPayloadError(SourceError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
-
-
-@dataclass(slots=True)
-class JointState:
-    seq: int                 # strictly increasing per stream
-    t: float                 # seconds since stream start
-    q: np.ndarray            # (n,) float64, rad
-    qd: np.ndarray           # (n,) float64, rad/s
-    qdd: np.ndarray | None   # (n,) float64, rad/s^2; None when the arm gives none
-    tau: np.ndarray          # (n,) float64, N*m, the applied joint torque
-    context: str | None = None   # payload / context label, e.g. "heavy"
 
 
 class JointSource(ABC):

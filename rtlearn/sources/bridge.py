@@ -16,7 +16,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import JointSource
 from rtlearn.sources.filters import DEFAULT_WINDOW, CausalDerivative
 from rtlearn.sources.robot import RobotSpec
 

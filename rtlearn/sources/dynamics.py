@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pinocchio as pin
 
-from rtlearn.sources.base import JointState, RobotSpecError
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import RobotSpecError
 from rtlearn.sources.robot import RobotSpec
 
 

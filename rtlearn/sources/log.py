@@ -28,7 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState, LogFormatError, RobotSpecError, paced
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import JointSource, LogFormatError, RobotSpecError, paced
 from rtlearn.sources.robot import RobotSpec, parse_robot
 
 FORMAT = "rtlearn-log"

@@ -15,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
-from rtlearn.sources.base import JointSource, JointState, LogFormatError, paced
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import JointSource, LogFormatError, paced
 from rtlearn.sources.filters import DEFAULT_WINDOW, CausalDerivative
 from rtlearn.sources.robot import RobotSpec
 

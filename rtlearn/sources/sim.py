@@ -33,7 +33,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pybullet as pb
 
-from rtlearn.sources.base import JointSource, JointState, paced
+from rtlearn.protocol.state import JointState
+from rtlearn.sources.base import JointSource, paced
 from rtlearn.sources.dynamics import Dynamics
 from rtlearn.sources.robot import PAYLOAD_LINK_PREFIX, RobotSpec, load_robot
 from rtlearn.sources.tasks import make_reference
