@@ -55,9 +55,10 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
                  "acts only while no labelled packet came for label_quiet seconds"),
         "label_quiet": (5.0, "s without a labelled packet after which automatic contexts act "
                         "(labels and `ctl context` always win)"),
-        "cusum_drift": (1.0, "k: rises of the residual's mean square below e^k times its "
-                        "recent level are absorbed (log units, per 10-sample batch)"),
-        "cusum_threshold": (8.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
+        "cusum_drift": (2.0, "k: shifts of the residual (its per-joint batch median, squared, "
+                        "pooled) below e^k times their usual size are absorbed (log units, "
+                        "per 10-sample batch)"),
+        "cusum_threshold": (4.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
                             "after ~h / (log rho - k) batches. Larger: fewer false alarms, "
                             "later detection"),
         "window": (200, "samples from a change's estimated onset until a change no stored "
