@@ -76,8 +76,10 @@ public:
     std::size_t size() const { return static_cast<std::size_t>(p_ - begin_); }
 
     void map(uint32_t n) { byte(static_cast<uint8_t>(0x80 | n)); }  // n <= 15 here
-    void str(const char* s, std::size_t n) {
-        if (n < 32) {
+    void str(const char* s, std::size_t n) {  // n < 256: fixstr or str8
+        if (n > 255) {
+            ok_ = false;
+        } else if (n < 32) {
             byte(static_cast<uint8_t>(0xA0 | n));
         } else {
             byte(0xD9);
