@@ -142,7 +142,7 @@ class FoxgloveSink:
                           for topic, (_, schema) in SCHEMAS.items()}
         self._server = foxglove.start_server(name="rtlearn", host=host, port=port,
                                              context=self._ctx)
-        self.port = self._server.port()
+        self.port = self._server.port
 
     def write(self, topic: str, msg: dict, log_time_ns: int | None = None) -> None:
         ch = self._channels[topic]

@@ -86,7 +86,7 @@ class Telemetry:
         self._zmq = self.sock = None
         self.sinks: list = []
         self._writer = None
-        step = f"telemetry socket {s['endpoint']}"
+        step = f"bind the telemetry socket to {s['endpoint']}"
         try:
             if s["enabled"]:
                 self._zmq = zmq.Context()
@@ -95,18 +95,18 @@ class Telemetry:
                 self.sock.setsockopt(zmq.SNDHWM, 100)  # a slow viewer loses messages (seq)
                 use_endpoint(self.sock, s["endpoint"], bind=True)
             if s["mcap"]:
-                step = f"telemetry.mcap folder {s['mcap']}"
+                step = f"write an MCAP recording into telemetry.mcap = {s['mcap']!r}"
                 folder = Path(s["mcap"])
                 folder.mkdir(parents=True, exist_ok=True)
                 name = time.strftime("rtlearn-%Y%m%d-%H%M%S.mcap")
                 self.sinks.append(McapSink(folder / name, {"robot": self.robot,
                                                            "joints": ",".join(self.joints)}))
             if s["foxglove_port"]:
-                step = f"Foxglove bridge on port {s['foxglove_port']}"
+                step = f"start the Foxglove bridge on port {s['foxglove_port']}"
                 self.sinks.append(FoxgloveSink(int(s["foxglove_port"])))
         except Exception as e:  # bind failure, unwritable folder, port in use, missing extra
             self.close()
-            return f"cannot open the {step}: {e}"
+            return f"cannot {step}: {e}"
         if self.sinks:
             self._writer = _RecordWriter(self.sinks)
             self._writer.start()
