@@ -223,3 +223,92 @@ def test_a_taken_telemetry_endpoint_refuses_the_start(tmp_path):
     assert done.returncode == 2
     assert f"cannot bind the telemetry socket to tcp://127.0.0.1:{port}" in done.stderr
     assert not (tmp_path / "snaps").exists()
+
+
+def read_mcap(path) -> dict[str, list[dict]]:
+    """topic -> the decoded JSON messages, in log order (the `mcap` reader)."""
+    from mcap.reader import make_reader
+
+    out: dict[str, list] = {}
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        for c in reader.get_summary().channels.values():
+            out[c.topic] = []
+        for _, channel, message in reader.iter_messages(log_time_order=True):
+            out[channel.topic].append(json.loads(message.data))
+    return out
+
+
+def test_record_mcap_holds_the_states_and_the_daemons_predictions_and_telemetry(tmp_path):
+    import subprocess
+    import sys
+
+    bind = f"ipc://{tmp_path}/record.sock"
+    states = list(synthetic_stream(1500, context="light"))
+    with DaemonProcess(tmp_path / "d", {**SMALL, "telemetry": {"rate_hz": 50.0}}) as d:
+        rec = subprocess.Popen([sys.executable, "-m", "rtlearn.cli", "record",
+                                str(tmp_path / "r.npz"), "--bind", bind, "--count", "1500",
+                                "--mcap", str(tmp_path / "r.mcap"),
+                                "--predictions", d.endpoints["prediction"],
+                                "--telemetry", d.telemetry_endpoint],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with RobotClient([d.endpoints["state"], bind], d.endpoints["prediction"],
+                             handshake_timeout=60) as client:
+                assert client.ready
+                time.sleep(0.5)  # the recorder's own SUBs have joined the daemon by now
+                preds = send_all(client, states)
+            out, err = rec.communicate(timeout=60)
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+    assert rec.returncode == 0, err
+    got = read_mcap(tmp_path / "r.mcap")
+    assert set(got) == {"/rtlearn/joint_state", "/rtlearn/prediction", "/rtlearn/telemetry"}
+    assert len(got["/rtlearn/joint_state"]) == 1500
+    np.testing.assert_array_equal([m["qd"] for m in got["/rtlearn/joint_state"]],
+                                  [s.qd for s in states])
+    # every prediction the robot got, as the robot got it
+    recorded = {m["seq"]: m["tau"] for m in got["/rtlearn/prediction"]}
+    assert len(recorded) == len(got["/rtlearn/prediction"]) == 1500
+    for p in preds:
+        assert recorded[p.seq] == p.tau.tolist()
+    tel = got["/rtlearn/telemetry"]
+    assert len(tel) >= 2 and "v" not in tel[0]
+    assert [m["seq"] for m in tel] == list(range(tel[0]["seq"], tel[0]["seq"] + len(tel)))
+
+
+def test_the_foxglove_bridge_serves_the_channels_to_a_websocket_client(tmp_path):
+    pytest.importorskip("foxglove", reason="the Foxglove bridge is the optional "
+                                           "`foxglove` extra (the test extra has it)")
+    ws_client = pytest.importorskip("websockets.sync.client",
+                                    reason="the test's WebSocket client (test extra)")
+    port = free_tcp_port()
+    with DaemonProcess(tmp_path, {**SMALL, "telemetry": {"foxglove_port": port}}) as d:
+        with ws_client.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"],
+                               open_timeout=10) as ws:
+            channels = {}
+            while "/rtlearn/prediction" not in channels or "/rtlearn/telemetry" not in channels:
+                m = json.loads(ws.recv(timeout=10))
+                if m["op"] == "advertise":
+                    channels.update({c["topic"]: c for c in m["channels"]})
+            assert set(channels) == {"/rtlearn/joint_state", "/rtlearn/prediction",
+                                     "/rtlearn/telemetry"}
+            assert all(c["encoding"] == "json" and c["schemaEncoding"] == "jsonschema"
+                       for c in channels.values())
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": [
+                {"id": 1, "channelId": channels["/rtlearn/telemetry"]["id"]},
+                {"id": 2, "channelId": channels["/rtlearn/prediction"]["id"]}]}))
+            time.sleep(0.5)  # the subscriptions reach the daemon's bridge
+            with RobotClient([d.endpoints["state"]], d.endpoints["prediction"]) as client:
+                preds = send_all(client, synthetic_stream(200))
+            got: dict[int, list] = {1: [], 2: []}
+            deadline = time.monotonic() + 30
+            while len(got[2]) < 200 and time.monotonic() < deadline:
+                frame = ws.recv(timeout=10)
+                if isinstance(frame, bytes) and frame[0] == 1:  # message data
+                    sub = int.from_bytes(frame[1:5], "little")
+                    got[sub].append(json.loads(frame[13:]))
+    assert [m["seq"] for m in got[2]] == [p.seq for p in preds]
+    assert [m["tau"] for m in got[2]] == [p.tau.tolist() for p in preds]
+    assert got[1] and got[1][-1]["robot"] == "kuka_iiwa"

@@ -151,3 +151,72 @@ class FoxgloveSink:
 
     def close(self) -> None:
         self._server.stop()
+
+
+class McapRecording:
+    """`rtlearn record --mcap`: the states the recorder accepts (`state`), and in a thread of
+    its own the predictions and the telemetry of the daemon, whose endpoints it connects to
+    (None: not recorded), all into one MCAP file."""
+
+    def __init__(self, path: str | Path, zmq_context, prediction_endpoint: str | None,
+                 telemetry_endpoint: str | None, metadata: dict[str, str] | None = None):
+        import zmq
+
+        from rtlearn.protocol.client import use_endpoint
+
+        self.sink = McapSink(path, metadata)
+        self._socks = []
+        for endpoint in (prediction_endpoint, telemetry_endpoint):
+            if endpoint is None:
+                self._socks.append(None)
+                continue
+            s = zmq_context.socket(zmq.SUB)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 100_000)
+            s.setsockopt(zmq.SUBSCRIBE, b"")
+            use_endpoint(s, endpoint)
+            self._socks.append(s)
+        self.rejected = 0
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rtlearn-mcap", daemon=True)
+        self._thread.start()
+
+    def state(self, state) -> None:
+        self.sink.write(STATE_TOPIC, state_message(state.seq, state.t, state.q, state.qd,
+                                                   state.qdd, state.tau, state.context))
+
+    def _run(self) -> None:
+        import zmq
+
+        from rtlearn.protocol.schema import Hello, ProtocolError, decode_prediction_message
+        from rtlearn.protocol.telemetry import decode_telemetry
+
+        pred, tel = self._socks
+        poller = zmq.Poller()
+        for s in (pred, tel):
+            if s is not None:
+                poller.register(s, zmq.POLLIN)
+        while not self._halt.is_set():
+            for s, _ in poller.poll(100):
+                frame = s.recv()
+                try:
+                    if s is pred:
+                        p = decode_prediction_message(frame)
+                        if not isinstance(p, Hello):
+                            self.sink.write(PREDICTION_TOPIC, prediction_message(
+                                p.seq, p.t, p.tau, p.context, p.valid))
+                    else:
+                        msg = decode_telemetry(frame)
+                        self.sink.write(TELEMETRY_TOPIC, {k: v for k, v in msg.items()
+                                                          if k not in ("v", "kind", "schema")})
+                except ProtocolError:
+                    self.rejected += 1
+
+    def close(self) -> None:
+        """Stop reading the daemon, finish the file."""
+        self._halt.set()
+        self._thread.join()
+        for s in self._socks:
+            if s is not None:
+                s.close(linger=0)
+        self.sink.close()
