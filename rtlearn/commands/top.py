@@ -77,6 +77,7 @@ class View:
                 f"max={_f(lat['max'])}")
 
     def render(self):
+        from rich import box
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
@@ -89,7 +90,7 @@ class View:
                              f"{c['samples']} samples · message {m['seq']}  (q: quit)")
         joints = Table(title=Text("prediction error per joint (N·m, RMS; window of "
                                   f"{m['window']['samples']} samples, recent ≈ 1000)"),
-                       title_justify="left")
+                       title_justify="left", box=box.SIMPLE_HEAD)
         for col in ("joint", "window", "recent", "trend", "τ measured", "τ predicted"):
             joints.add_column(col, justify="left" if col in ("joint", "trend") else "right")
         err, tq = m["error"], m["torque"]
@@ -100,15 +101,19 @@ class View:
                  spark(self.errors[j]), _f(measured[j], ".2f"), _f(predicted[j], ".2f"))
         lr = m["lr"]
         rates = Table(title=Text(f"learning rate per layer ({lr['optimizer']}; mean over "
-                                 "joints [min–max])"), title_justify="left")
+                                 "joints [min–max])"), title_justify="left",
+                      box=box.SIMPLE_HEAD)
         for col in ("layer", "weights", "biases"):
             rates.add_column(col, justify="right")
         for layer, (w, b) in enumerate(zip(zip(*lr["weights"]), zip(*lr["biases"]))):
             name = "out" if layer == lr["layers"] - 1 else str(layer + 1)
             _row(rates, name, _span(w), _span(b))
-        return Group(head, joints, rates, self._contexts(), self._counters())
+        side = Table.grid(padding=(0, 2))
+        side.add_row(rates, self._counters())
+        return Group(head, joints, side, self._contexts())
 
     def _contexts(self):
+        from rich import box
         from rich.table import Table
         from rich.text import Text
 
@@ -119,7 +124,7 @@ class View:
                   caption=Text(f"automatic contexts {'acting' if ctx['auto_active'] else 'idle'}"
                                f": {auto['alarms']} alarms, {auto['restored']} restored, "
                                f"{auto['created']} created, {auto['dismissed']} dismissed"),
-                  caption_justify="left")
+                  caption_justify="left", box=box.SIMPLE_HEAD)
         for col in ("time", "from", "to", "how"):
             t.add_column(col)
         events = [(s["time"], s["from"], s["to"], f"{s['outcome']} ({s['by']})")
@@ -127,16 +132,18 @@ class View:
         events += [(d["time"], d["from"], d["context"], f"detected: {d['decision']} after "
                                                         f"{d['delay_samples']} samples")
                    for d in ctx["detections"]]
-        for when, frm, to, how in sorted(events)[-6:]:
+        for when, frm, to, how in sorted(events)[-4:]:
             _row(t, time.strftime("%H:%M:%S", time.localtime(when)), frm, to, how)
         return t
 
     def _counters(self):
+        from rich import box
         from rich.table import Table
 
         m = self.msg
         c, lat, step = m["counters"], m["latency_ms"], m["step_ms"]
-        t = Table(title="packets and latency", title_justify="left", show_header=False)
+        t = Table(title="packets and latency", title_justify="left", show_header=False,
+                  box=box.SIMPLE)
         t.add_column("what")
         t.add_column("value")
         rej = ", ".join(f"{k} {v}" for k, v in sorted(c["rejected"].items())) or "none"

@@ -136,6 +136,8 @@ class Daemon:
     def _after_fork(self, predictor: OnlineLearner, t0: float, parked: dict) -> None:
         arena = self.learning.arena
         self.stats.latency = Ring(values=arena.latency)  # the telemetry reads it there
+        tel = self.cfg["telemetry"]
+        self._recording = bool(tel["mcap"] or tel["foxglove_port"])
         self.serving = ServingModel(arena, predictor, self.context)
         self.serving.frozen.update(parked)
         self.serving.try_refresh()
@@ -493,8 +495,9 @@ class Daemon:
                 self.say("over_limit", "a prediction exceeded the torque limits (x guard."
                                        "torque_margin): published valid=false, zero torque")
         arena.P[self._slot, i] = pred
-        meta, ids = arena.T[self._slot, i], arena.S[self._slot, i]  # for the recordings
-        meta[0], meta[1], ids[0], ids[1] = t, arrival, seq, valid
+        if self._recording:  # [telemetry] mcap / foxglove_port: ~0.8 µs
+            meta, ids = arena.T[self._slot, i], arena.S[self._slot, i]
+            meta[0], meta[1], ids[0], ids[1] = t, arrival, seq, valid
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else
                       encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)
