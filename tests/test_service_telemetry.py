@@ -312,3 +312,16 @@ def test_the_foxglove_bridge_serves_the_channels_to_a_websocket_client(tmp_path)
     assert [m["seq"] for m in got[2]] == [p.seq for p in preds]
     assert [m["tau"] for m in got[2]] == [p.tau.tolist() for p in preds]
     assert got[1] and got[1][-1]["robot"] == "kuka_iiwa"
+
+
+def test_record_mcap_into_a_missing_folder_refuses_before_recording(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rtlearn.cli", "record", str(tmp_path / "r.npz"),
+                           "--bind", f"ipc://{tmp_path}/r.sock", "--count", "1",
+                           "--mcap", str(tmp_path / "missing" / "r.mcap")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--mcap" in done.stderr and "No such file or directory" in done.stderr
+    assert not (tmp_path / "r.npz").exists()

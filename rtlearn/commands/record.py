@@ -55,13 +55,20 @@ def run(args) -> int:
         ctx.term()
         return 2
     print(f"recording {args.bind} -> {args.file} (Ctrl-C to stop)", file=sys.stderr)
-    writer = LogWriter(args.file, robot, {"source": "record", "bind": args.bind})
     mcap = None
     if args.mcap:
         from rtlearn.protocol.mcap import McapRecording
 
-        mcap = McapRecording(args.mcap, ctx, args.predictions or None, args.telemetry or None,
-                             {"robot": robot.name, "joints": ",".join(robot.joints)})
+        try:
+            mcap = McapRecording(args.mcap, ctx, args.predictions or None,
+                                 args.telemetry or None,
+                                 {"robot": robot.name, "joints": ",".join(robot.joints)})
+        except (OSError, zmq.ZMQError) as e:
+            print(f"rtlearn record: --mcap: {e}", file=sys.stderr)
+            sock.close()
+            ctx.term()
+            return 2
+    writer = LogWriter(args.file, robot, {"source": "record", "bind": args.bind})
     received = rejected = lost = 0
     last_seq = first_stream = None
     deadline = None if args.duration is None else time.monotonic() + args.duration

@@ -244,7 +244,7 @@ def run(args) -> int:
     import zmq
     from rich.console import Console
 
-    from rtlearn.protocol.client import use_endpoint
+    from rtlearn.protocol.client import subscriber
     from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
 
     endpoint = args.endpoint or DEFAULT_TELEMETRY_ENDPOINT
@@ -257,14 +257,10 @@ def run(args) -> int:
             print(f"rtlearn top: {e}", file=sys.stderr)
             return 2
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
     try:
-        use_endpoint(sock, endpoint)
+        sock = subscriber(ctx, endpoint, hwm=100)
     except zmq.ZMQError as e:
         print(f"rtlearn top: cannot connect to {endpoint!r}: {e}", file=sys.stderr)
-        sock.close()
         ctx.term()
         return 2
     console = Console()

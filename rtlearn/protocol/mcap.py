@@ -160,28 +160,27 @@ class McapRecording:
 
     def __init__(self, path: str | Path, zmq_context, prediction_endpoint: str | None,
                  telemetry_endpoint: str | None, metadata: dict[str, str] | None = None):
-        import zmq
+        from rtlearn.protocol.client import subscriber
 
-        from rtlearn.protocol.client import use_endpoint
-
-        self.sink = McapSink(path, metadata)
         self._socks = []
-        for endpoint in (prediction_endpoint, telemetry_endpoint):
-            if endpoint is None:
-                self._socks.append(None)
-                continue
-            s = zmq_context.socket(zmq.SUB)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.RCVHWM, 100_000)
-            s.setsockopt(zmq.SUBSCRIBE, b"")
-            use_endpoint(s, endpoint)
-            self._socks.append(s)
+        try:
+            for ep in (prediction_endpoint, telemetry_endpoint):
+                self._socks.append(None if ep is None else subscriber(zmq_context, ep))
+            self.sink = McapSink(path, metadata)
+        except BaseException:
+            for s in self._socks:
+                if s is not None:
+                    s.close(linger=0)
+            raise
         self.rejected = 0
+        self._last_state = self._last_prediction = -1
+        self._quiet_since = time.monotonic()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtlearn-mcap", daemon=True)
         self._thread.start()
 
     def state(self, state) -> None:
+        self._last_state = state.seq
         self.sink.write(STATE_TOPIC, state_message(state.seq, state.t, state.q, state.qd,
                                                    state.qdd, state.tau, state.context))
 
@@ -199,10 +198,12 @@ class McapRecording:
         while not self._halt.is_set():
             for s, _ in poller.poll(100):
                 frame = s.recv()
+                self._quiet_since = time.monotonic()
                 try:
                     if s is pred:
                         p = decode_prediction_message(frame)
                         if not isinstance(p, Hello):
+                            self._last_prediction = p.seq
                             self.sink.write(PREDICTION_TOPIC, prediction_message(
                                 p.seq, p.t, p.tau, p.context, p.valid))
                     else:
@@ -212,8 +213,13 @@ class McapRecording:
                 except ProtocolError:
                     self.rejected += 1
 
-    def close(self) -> None:
-        """Stop reading the daemon, finish the file."""
+    def close(self, grace: float = 1.0, limit: float = 10.0) -> None:
+        """Finish the file once the daemon's answer to the last state is in (or nothing came
+        for `grace` s; at most `limit` s), then stop reading the daemon."""
+        end = time.monotonic() + limit
+        while (self._socks[0] is not None and self._last_prediction < self._last_state
+               and time.monotonic() - self._quiet_since < grace and time.monotonic() < end):
+            time.sleep(0.01)
         self._halt.set()
         self._thread.join()
         for s in self._socks:
