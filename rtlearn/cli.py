@@ -18,6 +18,7 @@ COMMANDS = {
     "sim": "simulate an arm and publish / record its joint stream",
     "replay": "replay a recorded log or ROS 2 bag",
     "record": "record a live joint stream to a log",
+    "top": "live view of a running daemon (its telemetry stream)",
     "experiment": "reproduce the paper's experiments",
     "bench": "latency benchmarks",
 }

@@ -7,6 +7,9 @@ import argparse
 import sys
 import time
 
+from rtlearn.protocol.schema import DEFAULT_PREDICTION_ENDPOINT
+from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
+
 HELP = "record a live joint stream to a log"
 DEFAULT_BIND = "tcp://127.0.0.1:5610"
 
@@ -18,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", default="kuka_iiwa", help="robot the stream comes from")
     parser.add_argument("--count", type=int, default=None, help="stop after N packets")
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    parser.add_argument("--mcap", metavar="FILE", help="also write an MCAP file (Foxglove, "
+                        "PlotJuggler) of these states and the daemon's predictions and telemetry")
+    parser.add_argument("--predictions", default=DEFAULT_PREDICTION_ENDPOINT, metavar="EP",
+                        help="with --mcap: the daemon's prediction endpoint ('' : none)")
+    parser.add_argument("--telemetry", default=DEFAULT_TELEMETRY_ENDPOINT, metavar="EP",
+                        help="with --mcap: the daemon's telemetry endpoint ('' : none)")
 
 
 def run(args) -> int:
@@ -46,6 +55,19 @@ def run(args) -> int:
         ctx.term()
         return 2
     print(f"recording {args.bind} -> {args.file} (Ctrl-C to stop)", file=sys.stderr)
+    mcap = None
+    if args.mcap:
+        from rtlearn.protocol.mcap import McapRecording
+
+        try:
+            mcap = McapRecording(args.mcap, ctx, args.predictions or None,
+                                 args.telemetry or None,
+                                 {"robot": robot.name, "joints": ",".join(robot.joints)})
+        except (OSError, zmq.ZMQError) as e:
+            print(f"rtlearn record: --mcap: {e}", file=sys.stderr)
+            sock.close()
+            ctx.term()
+            return 2
     writer = LogWriter(args.file, robot, {"source": "record", "bind": args.bind})
     received = rejected = lost = 0
     last_seq = first_stream = None
@@ -73,10 +95,14 @@ def run(args) -> int:
                 lost += state.seq - last_seq - 1
             last_seq = state.seq
             writer.append(state)
+            if mcap is not None:
+                mcap.state(state)
     except KeyboardInterrupt:
         pass
     finally:
         writer.close()
+        if mcap is not None:
+            mcap.close()
         sock.close()
         ctx.term()
     print(f"{len(writer)} packets recorded to {args.file}; {received} received, "

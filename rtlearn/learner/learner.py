@@ -191,6 +191,14 @@ class OnlineLearner:
                     out[t.name] = s[name].copy()
         return out
 
+    def layer_rates(self) -> tuple[str, np.ndarray]:
+        """(name of the transform, its rates as (n_joints, n_layers, 2)): [joint, layer,
+        0 for the weight matrix | 1 for the bias], the network's group order. The transform
+        applied last wins; a single rate (constant, hypergradient) fills every group."""
+        name, r = list(self.rates().items())[-1]
+        shape = (self.config.n_joints, len(self.net.dims) - 1, 2)
+        return name, np.broadcast_to(r, (int(np.prod(shape)),)).reshape(shape)
+
     # -- state: networks, memories, whole ---------------------------------------------------
     def network_state(self) -> dict[str, np.ndarray]:
         """Everything that belongs to one model (one payload context): a copy."""

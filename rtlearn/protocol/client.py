@@ -41,6 +41,21 @@ def use_endpoint(sock: zmq.Socket, endpoint: str, bind: bool = False) -> None:
     (sock.bind if bind else sock.connect)(endpoint)
 
 
+def subscriber(ctx: zmq.Context, endpoint: str, hwm: int = HWM) -> zmq.Socket:
+    """A SUB socket connected to endpoint, subscribed to everything; closed again if the
+    endpoint is refused (ZMQError)."""
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        use_endpoint(sock, endpoint)
+    except zmq.ZMQError:
+        sock.close()
+        raise
+    return sock
+
+
 class RobotClient:
     """Publishes JointStates to one or more state endpoints (the daemon, a recorder) and reads
     predictions from the daemon's prediction endpoint (None: do not read predictions)."""

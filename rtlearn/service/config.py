@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
                                      DEFAULT_STATE_ENDPOINT, MAX_LABEL)
+from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
 from rtlearn.service.realtime import cpu_plan
 
 
@@ -113,6 +114,19 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
                  "sleeping: with a stream at 1 kHz it never sleeps and keeps its core's caches "
                  "warm, at the price of that core. Only with a spare core for it: on 2 cores it "
                  "made the round trip worse (docs/performance.md)"),
+    },
+    "telemetry": {
+        "enabled": (True, "publish the telemetry stream (docs/protocol.md, \"Telemetry socket\"; "
+                    "`rtlearn top` shows it)"),
+        "endpoint": (DEFAULT_TELEMETRY_ENDPOINT, "PUB socket the daemon binds for telemetry; "
+                     "viewers connect a SUB"),
+        "rate_hz": (20.0, "telemetry messages per second (0.1..200); built by the learning "
+                    "process, never on the per-packet path"),
+        "mcap": ("", "folder to record every accepted state, every prediction and the "
+                 "telemetry into, one rtlearn-<date>-<time>.mcap per start (\"\": off; "
+                 "docs/telemetry.md)"),
+        "foxglove_port": (0, "TCP port of a live Foxglove WebSocket bridge on 127.0.0.1 with the "
+                          "same channels as the MCAP file (0: off; needs the `foxglove` extra)"),
     },
     "security": {
         "curve_secret_key": ("", "Z85 secret key of the control socket (`rtlearn ctl keygen`); "
@@ -249,6 +263,11 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
     if cfg["guard"]["max_seq_jump"] < 1 or cfg["guard"]["resync_after"] < 2:
         raise ConfigError(f"{where}: guard.max_seq_jump >= 1 and guard.resync_after >= 2")
+    tel = cfg["telemetry"]
+    if not 0.1 <= tel["rate_hz"] <= 200:
+        raise ConfigError(f"{where}: telemetry.rate_hz must be 0.1..200")
+    if not 0 <= tel["foxglove_port"] <= 65535:
+        raise ConfigError(f"{where}: telemetry.foxglove_port must be 0 (off) or a TCP port")
     if cfg["snapshots"]["keep"] < 1:
         raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:

@@ -35,9 +35,10 @@ from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
 from rtlearn.service.contexts import ContextBank
-from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
+from rtlearn.service.learning import BindError, LearningProcess, ServingModel, parked_models
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
+from rtlearn.service.telemetry import Telemetry
 from rtlearn.protocol.state import JointState
 from rtlearn.sources.filters import CausalDerivative
 
@@ -72,10 +73,6 @@ class Job:
 
 
 _ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
-
-
-class BindError(RuntimeError):
-    """A socket could not bind its endpoint (in use, no such interface, ...)."""
 
 
 class Daemon:
@@ -126,8 +123,9 @@ class Daemon:
         guard = cfg["guard"]
         screen = SampleScreen(robot.torque_limits, robot.velocity_limits,
                               float(guard["sample_margin"]), float(guard["outlier_k"]))
+        telemetry = Telemetry(cfg["telemetry"], robot.name, robot.joints, self.stats.started)
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
-                                        robot.name, screen, learning_cpus)
+                                        robot.name, screen, telemetry, learning_cpus)
         del learner, bank
         try:
             self._after_fork(predictor, t0, parked)
@@ -137,6 +135,9 @@ class Daemon:
 
     def _after_fork(self, predictor: OnlineLearner, t0: float, parked: dict) -> None:
         arena = self.learning.arena
+        self.stats.latency = Ring(values=arena.latency)  # the telemetry reads it there
+        tel = self.cfg["telemetry"]
+        self._recording = bool(tel["mcap"] or tel["foxglove_port"])
         self.serving = ServingModel(arena, predictor, self.context)
         self.serving.frozen.update(parked)
         self.serving.try_refresh()
@@ -309,6 +310,9 @@ class Daemon:
         interval = float(self.cfg["snapshots"]["interval"])
         spin = float(self.cfg["realtime"]["spin"])
         next_snapshot = time.monotonic() + interval if interval > 0 else math.inf
+        tel_period = (1.0 / self.cfg["telemetry"]["rate_hz"] if self.learning.telemetry.active
+                      else math.inf)
+        next_counters = time.monotonic()
         self.realtime = {**{f"{k}_cpus": v for k, v in self.cpus.items()}, "fifo": fifo,
                          "spin_s": spin}
         log.info("serving %s: states %s, predictions %s, control %s; kernels ready in %.2f s; "
@@ -337,6 +341,9 @@ class Daemon:
                 if ready:
                     self._pump()
                 serving.try_refresh()
+                if time.monotonic() >= next_counters:
+                    next_counters = time.monotonic() + tel_period
+                    self._send(("serving", self._serving_counters()))
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + interval  # no burst after a stall
                     self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
@@ -488,6 +495,9 @@ class Daemon:
                 self.say("over_limit", "a prediction exceeded the torque limits (x guard."
                                        "torque_margin): published valid=false, zero torque")
         arena.P[self._slot, i] = pred
+        if self._recording:  # [telemetry] mcap / foxglove_port: ~0.8 µs
+            meta, ids = arena.T[self._slot, i], arena.S[self._slot, i]
+            meta[0], meta[1], ids[0], ids[1] = t, arrival, seq, valid
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else
                       encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)
@@ -610,6 +620,17 @@ class Daemon:
 
     def _counters(self) -> dict:
         return {"predicted": self.stats.predicted}
+
+    def _serving_counters(self) -> dict:
+        """For the telemetry (rtlearn.service.telemetry), at its rate."""
+        s = self.stats
+        return {"received": s.received, "predicted": s.predicted,
+                "invalid_predictions": s.invalid_predictions,
+                "over_limit_predictions": s.over_limit_predictions,
+                "rejected": dict(s.rejected), "rejected_total": sum(s.rejected.values()),
+                "lost": s.lost, "stream_restarts": s.stream_restarts, "resyncs": s.resyncs,
+                "deadline_misses": s.deadline_misses,
+                "backpressure_waits": s.backpressure_waits, "latency_count": s.latency.count}
 
     # -- control commands (called from the control thread) ------------------------------------
     def status(self) -> dict:

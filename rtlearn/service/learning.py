@@ -38,14 +38,23 @@ from rtlearn.service import realtime, snapshots
 from rtlearn.service.autocontext import AutoContexts
 from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.screen import SampleScreen
-from rtlearn.service.stats import RateLimitedLog, Stats
+from rtlearn.service.stats import RING, RateLimitedLog, Stats
+from rtlearn.service.telemetry import Telemetry
 
 log = logging.getLogger("rtlearn.service")
+READY_WAIT = 60.0  # s the serving process waits for the learning process's telemetry start
+
+
+class BindError(RuntimeError):
+    """A socket could not bind its endpoint (in use, no such interface, ...)."""
+
 
 class Arena:
     """One anonymous shared mapping (inherited by the forked learning process) holding the
     published model and the batch slots. header: [version, epoch]: version counts
-    publications, epoch names the switch / reset / load the model belongs to."""
+    publications, epoch names the switch / reset / load the model belongs to. Beside each
+    sample, T: [t, arrival (perf_counter)] and S: [seq, valid] (for the recordings), and the
+    serving process's latency ring (for the telemetry)."""
 
     def __init__(self, learner: OnlineLearner, slots: int):
         c = learner.config
@@ -55,7 +64,8 @@ class Arena:
                   "x_mean": ((n_in,), np.float64), "x_scale": ((n_in,), np.float64),
                   "y_mean": ((n_out,), np.float64), "y_scale": ((n_out,), np.float64),
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
-                  "P": ((slots, b, n_out), np.float64)}
+                  "P": ((slots, b, n_out), np.float64), "T": ((slots, b, 2), np.float64),
+                  "S": ((slots, b, 2), np.int64), "latency": ((RING,), np.float64)}
         size = sum(int(np.prod(s)) * 8 for s, _ in shapes.values())
         self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared across fork
         views, offset = {}, 0
@@ -67,6 +77,7 @@ class Arena:
         self.model = ModelCopy(*(views[k] for k in ("theta", "x_mean", "x_scale", "y_mean",
                                                     "y_scale")))
         self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
+        self.T, self.S, self.latency = views["T"], views["S"], views["latency"]
         self.lock = multiprocessing.get_context("fork").Lock()
 
     def publish(self, learner: OnlineLearner, epoch: int) -> None:
@@ -179,7 +190,9 @@ class LearningProcess:
     """Serving-process handle of the learning process, and (after the fork) its main loop.
 
     Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested,
-    labelled), ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
+    labelled), ("job", id, name, args), ("serving", counters) at the telemetry rate,
+    ("stop",). Learning -> serving: ("ready", None or why the telemetry could not start)
+    first, then ("done", slot),
     ("reply", id, ok, result or (reason, message)), ("auto", context, epoch): an automatic
     switch the serving process schedules like `ctl context` (its own epoch, its frozen
     copies), unless a switch of a later epoch came first. Snapshot jobs are answered by the
@@ -187,10 +200,11 @@ class LearningProcess:
     """
 
     def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
-                 make_learner, robot_name: str, screen: SampleScreen,
+                 make_learner, robot_name: str, screen: SampleScreen, telemetry: Telemetry,
                  cpus: set[int] | None = None):
         self.cfg, self.guard, self.cpus, self.screen = cfg, cfg["guard"], cpus, screen
         self.make_learner, self.robot_name = make_learner, robot_name
+        self.telemetry = telemetry
         self.arena = Arena(learner, int(self.guard["batch_queue"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
         self.config = learner.config
@@ -206,6 +220,10 @@ class LearningProcess:
         # first if the serving process exits without the orderly stop (registered after
         # multiprocessing's own handler, so it runs before it)
         atexit.register(self.kill)
+        why = self.conn.recv()[1] if self.conn.poll(READY_WAIT) else "no answer"
+        if why is not None:
+            self.kill()
+            raise BindError(why)
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -228,7 +246,14 @@ class LearningProcess:
         self._save_good()
         self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
+        tel = self.telemetry if self.telemetry.active else None
+        self._send(("ready", tel.open(self.arena) if tel is not None else None))
         while True:
+            if tel is not None:
+                if tel.wait() == 0.0:  # also in a flood of batches
+                    tel.publish(self)
+                if not conn.poll(tel.wait()):
+                    continue
             msg = conn.recv()
             kind = msg[0]
             if kind == "batch":
@@ -249,8 +274,13 @@ class LearningProcess:
                     if not isinstance(e, (StateFileError, ValueError, OSError)):
                         log.error("learning job %s failed:\n%s", name, traceback.format_exc())
                     self._reply(job_id, e, None)
+            elif kind == "serving":
+                if tel is not None:
+                    tel.serving_counters = msg[1]
             elif kind == "stop":
                 self._writer.stop()  # every queued snapshot on disk, in order
+                if tel is not None:
+                    tel.close()
                 return
 
     def _send(self, msg: tuple) -> None:
@@ -284,6 +314,8 @@ class LearningProcess:
 
     def _learn(self, slot: int, n: int, rollback: bool, labelled: bool) -> None:
         t0 = time.perf_counter()
+        if self.telemetry.active:
+            self.telemetry.batch(slot, n, self.bank.current)
         if rollback:
             self._rollback("a served prediction was not finite")
         X, Y, P = self._screened(slot, n)
@@ -337,7 +369,10 @@ class LearningProcess:
         self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
         self.arena.publish(self.learner, self.epoch)
 
-    def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int) -> None:
+    def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int,
+                 why: str) -> None:
+        if self.telemetry.active:
+            self.telemetry.switched(self.bank.current, bank.current, why, "command")
         self.learner, self.bank, self.epoch = learner, bank, epoch
         self.auto.restart()
         self.stats.reset_losses()
@@ -364,6 +399,9 @@ class LearningProcess:
     def _job_switch(self, job_id: int, name: str, epoch: int) -> dict:
         """The serving side has switched already; it learns the outcome from the reply (and
         the bank's names, in case a load it has not heard of yet changed them)."""
+        before = self.bank.current
+        p = self.auto.pending
+        by = "auto" if p is not None and p["context"] == name else "requested"
         try:
             outcome = self.auto.switch(self.learner, self.bank, name)
         except ContextLimitError as e:
@@ -380,6 +418,8 @@ class LearningProcess:
                 self.stats.contexts_restored += 1
             self._save_good()
         self.arena.publish(self.learner, epoch)
+        if self.telemetry.active:
+            self.telemetry.switched(before, self.bank.current, outcome, by)
         return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
                 "evicted": self.bank.last_evicted}
 
@@ -398,13 +438,13 @@ class LearningProcess:
         learner = self.make_learner()
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
-        self._replace(learner, bank, epoch)
+        self._replace(learner, bank, epoch, "loaded")
         return {"loaded": path, "context": bank.current, "contexts": bank.names,
                 "parked": parked_models(bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
-                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch)
+                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch, "reset")
         return {"reset": True, "context": context, "contexts": [context]}
 
     def _job_options(self, job_id: int, lr: float | None = None,
