@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="1 = real time 1 kHz (default), 'max' = as fast as possible")
     parser.add_argument("--stdin-payloads", action="store_true",
-                        help="read payload names from stdin, one per line, and swap them in live")
+                        help="read payload names from stdin, one per line, and swap them in "
+                             "live; a live payload holds (the task's per-cycle payloads stop)")
     add_publish_arguments(parser)
 
 

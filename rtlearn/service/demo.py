@@ -73,7 +73,8 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
                 beside_daemon(load_config(None, config)["realtime"]):
             poller = StatusPoller(daemon)
             poller.start()
-            client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"])
+            client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"],
+                                 robot=source.robot)
 
             def take(p) -> None:
                 if 0 <= p.seq < total:
