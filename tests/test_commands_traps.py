@@ -255,7 +255,7 @@ def test_random_bytes_as_a_snapshot_are_called_what_they_are(tmp_path):
     junk.write_bytes(b"\x80\x04" + np.random.default_rng(0).bytes(500))
     with pytest.raises(StateFileError) as e:
         snapshots.read(junk)
-    assert "not an rtlearn state file (not an .npz archive" in str(e.value)
+    assert "not a valid rtlearn state file (not an .npz archive" in str(e.value)
     assert "pickle" not in str(e.value)
 
 

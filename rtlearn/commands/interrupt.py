@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 
 INTERRUPTED = 130  # exit code after Ctrl-C or SIGTERM (the shell's 128 + SIGINT)
 
@@ -32,6 +33,9 @@ def interrupts(signals=(signal.SIGINT, signal.SIGTERM)):
             child.terminate()
         raise KeyboardInterrupt
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (a command run from a thread: only the main thread may set handlers)
+        return
     old = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
