@@ -117,3 +117,16 @@ def test_the_serve_log_says_switches_saves_resets_not_each_deadline_miss(daemon,
     assert "-> 'flood' (created; packet label)" in log
     assert "snapshot written: " in log and "by-hand.rtsnap" in log
     assert "loaded " in log and "reset: everything learned forgotten" in log
+
+
+def test_a_daemon_config_with_an_endpoint_without_transport_is_refused(tmp_path, capsys):
+    from rtlearn.service.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="endpoints.state '127.0.0.1:5601' has no transport"):
+        load_config(None, {"endpoints": {"state": "127.0.0.1:5601"}})
+    with pytest.raises(ConfigError, match="has no port"):
+        load_config(None, {"endpoints": {"control": "tcp://127.0.0.1"}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[endpoints]\ncontrol = "localhost:5603"\n')
+    assert main(["ctl", "--config", str(bad), "status"]) == 2
+    assert "endpoints.control 'localhost:5603' has no transport" in capsys.readouterr().err
