@@ -69,7 +69,7 @@ def test_the_terminal_view_redraws_in_place_with_the_daemons_numbers(daemon):
     recent = np.sqrt(status["prequential"]["recent_mse_per_joint"])
     for j in range(7):
         assert re.search(rf"lbr_iiwa_joint_{j + 1}\s+-\s+{recent[j]:.4f}", frame)
-    assert re.search(r"default\s+light\s+created \(requested\)", frame)
+    assert re.search(r"default\s+light\s+created \(label\)", frame)
     assert re.search(r"out\s+[0-9.e-]+ \[", frame)  # rates of the output layer
     assert "latency ms (last 1000)" in frame
 

@@ -176,15 +176,17 @@ def test_rid_is_the_last_key_and_todays_daemon_accepts_it(wire_check):
         assert decoded.seq == state.seq and got_stream == stream
 
 
-@pytest.mark.xfail(strict=True, reason="the compiled parser does not know 'rid' yet (robot "
-                   "identity lands in the daemon separately): such packets take read_state. "
-                   "When this passes, drop the mark")
 def test_packets_with_rid_take_the_compiled_path(wire_check):
+    """The daemon's compiled parser takes the C++ client's packet with its rid, and sends one
+    with another robot's rid to read_state (which rejects it as wrong_robot)."""
     state, stream = _states()[0]
-    (frame,) = cpp_frames(wire_check, [(state, stream, fnv1a("kuka_iiwa", IIWA.joints))])
+    rid = fnv1a("kuka_iiwa", IIWA.joints)
+    (frame,) = cpp_frames(wire_check, [(state, stream, rid)])
     n = len(state.q)
-    assert K.parse_state(frame, n, np.zeros((4, n)), np.zeros(K.HEAD_LEN, np.int64),
-                         np.frombuffer(b"default", np.uint8)) != K.FALLBACK
+    args = (frame, n, np.zeros((4, n)), np.zeros(K.HEAD_LEN, np.int64),
+            np.frombuffer(b"default", np.uint8))
+    assert K.parse_state(*args, rid) != K.FALLBACK
+    assert K.parse_state(*args, (rid + 1) % 2**32) == K.FALLBACK
 
 
 # --- the prediction socket ------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_context_switches_are_reported_in_order(run):
     ctx = run["last"]["contexts"]
     assert run["last"]["context"] == "heavy" == run["status"]["context"]
     assert [(s["from"], s["to"], s["outcome"], s["by"]) for s in ctx["recent"]] == [
-        ("default", "light", "created", "requested"), ("light", "heavy", "created", "requested")]
+        ("default", "light", "created", "label"), ("light", "heavy", "created", "label")]
     assert ctx["switches"] == run["status"]["contexts"]["switches"] == 2
     assert sorted(ctx["known"]) == sorted(run["status"]["contexts_known"])
 

@@ -182,6 +182,20 @@ class OnlineLearner:
             if "learn" in s:
                 s["learn"][0] = 1.0 if on else 0.0
 
+    def options(self) -> dict:
+        """The options set_lr and set_memory_learning change, as they stand: the base rate
+        (the memory's or the constant one; for a hypergradient rate the configured one) and
+        whether memories learn (None: no memory)."""
+        lr, memory = self.config.lr, None
+        for s in self.opt_state.states:
+            if "lr0" in s:
+                lr = float(s["lr0"][0])
+            elif "lr" in s:
+                lr = float(s["lr"][0])
+            if "learn" in s:
+                memory = bool(s["learn"][0] > 0)
+        return {"lr": lr, "memory": memory}
+
     def rates(self) -> dict[str, np.ndarray]:
         """Current rate per group (memory: mean predicted rate; HD: alpha; constant: lr)."""
         out = {}

@@ -214,6 +214,11 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def _validate(cfg: ServiceConfig, where: str) -> None:
+    from rtlearn.protocol.client import endpoint_problem
+
+    for name, endpoint in cfg["endpoints"].items():
+        if problem := endpoint_problem(endpoint):
+            raise ConfigError(f"{where}: endpoints.{name} {problem}")
     sec = cfg["security"]
     if not is_loopback(cfg["endpoints"]["control"]):
         if not (sec["curve_secret_key"] and sec["curve_public_key"]):

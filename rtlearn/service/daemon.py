@@ -31,10 +31,10 @@ from rtlearn.learner import OnlineLearner, StateFileError
 from rtlearn.kernels import packet as K
 from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
-                                     encode_prediction, encode_state, read_state)
+                                     encode_prediction, encode_state, read_state, robot_id)
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
-from rtlearn.service.contexts import ContextBank
+from rtlearn.service.contexts import ContextBank, UnknownContextError
 from rtlearn.service.learning import BindError, LearningProcess, ServingModel, parked_models
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
@@ -82,6 +82,7 @@ class Daemon:
         snapshots refuse the start (SnapshotsExistError): it would overwrite them."""
         self.cfg, self.robot = cfg, robot
         self.n = robot.n_joints
+        self.rid = robot_id(robot.name, robot.joints)
         self.say = RateLimitedLog(log, cfg["guard"]["log_interval"])
         self.stats = Stats(self.n)
         self.snap_dir = Path(cfg["snapshots"]["dir"])
@@ -142,7 +143,8 @@ class Daemon:
         self.serving.frozen.update(parked)
         self.serving.try_refresh()
         self.warmup_s = time.perf_counter() - t0
-        self.pending_context: str | None = None  # set by the control thread under _pending_lock
+        self.pending_context: str | None = None  # automatic switch, under _pending_lock
+        self.override: str | None = None  # `ctl context NAME` until `ctl context --release`
         self._pending_lock = threading.Lock()
         self._lost = False
         self._refused: set[str] = set()
@@ -194,7 +196,7 @@ class Daemon:
         z = np.zeros(self.n)
         frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
         K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),
-                      np.frombuffer(b"warm-up", np.uint8))
+                      np.frombuffer(b"warm-up", np.uint8), self.rid)
         K.check_torque(z, z)
         K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
                                  np.frombuffer(b"warm-up", np.uint8), True)
@@ -284,9 +286,9 @@ class Daemon:
                 job.done.set()
 
     def _auto_switch(self, name: str, epoch: int) -> None:
-        """The learning process found a payload change: switch at the next packet, as `ctl
-        context` would, unless a switch (label, control, reset, load) came since it decided
-        or a control switch is waiting."""
+        """The learning process found a payload change: switch at the next packet unless a
+        switch (label, control, reset, load) came since it decided (an override or a label
+        on that packet wins over it)."""
         if epoch == self.serving.epoch:
             with self._pending_lock:
                 if self.pending_context is None:
@@ -371,7 +373,8 @@ class Daemon:
     def _say_hello(self) -> None:
         now = time.monotonic()
         if self._hello_due and now >= self._next_hello:
-            self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+            self.pub.send(encode_hello(self.n, self.context, self.robot.name, self.robot.joints),
+                          zmq.NOBLOCK)
             self._hello_due, self._next_hello = False, now + HELLO_INTERVAL
 
     def _drain_states(self) -> None:
@@ -400,16 +403,21 @@ class Daemon:
 
     def _reject(self, reason: str, message: str) -> None:
         self.stats.rejected[reason] += 1
-        self.say(reason, f"rejected a state packet: {message}")
+        if reason != "wrong_robot":
+            self.say(reason, f"rejected a state packet: {message}")
+        elif self.stats.rejected[reason] == 1:  # a wrong setup, not noise: say it once
+            log.error("rejecting the packets of another robot (%s): this daemon serves %s "
+                      "(joints %s). Further ones are only counted (status: packets.rejected."
+                      "wrong_robot)", message, self.robot.name, ", ".join(self.robot.joints))
 
     def _decode(self, frame: bytes):
         """(seq, t, stream, label, q, qd, tau, qdd) of a state packet, or None if rejected.
         The compiled parser takes the common packets; anything else (and every invalid one)
         goes to read_state, which names the reason. Vectors may be views of reused buffers."""
-        code = K.parse_state(frame, self.n, self._vec, self._head, self._ctx_bytes)
+        code = K.parse_state(frame, self.n, self._vec, self._head, self._ctx_bytes, self.rid)
         if code == K.FALLBACK:
             try:
-                state, stream = read_state(frame, self.n)
+                state, stream = read_state(frame, self.n, self.rid)
             except ProtocolError as e:
                 self._reject(e.reason, str(e))
                 return None
@@ -436,8 +444,8 @@ class Daemon:
         if decoded is None:
             return
         seq, t, stream, label, q, qd, tau, qdd = decoded
-        if label is not None:
-            self._labelled = True
+        if label is not None or self.override is not None:
+            self._labelled = True  # keeps automatic contexts quiet
         last = self._last_seq
         if stream != self._stream or last is None:
             if last is not None:
@@ -465,14 +473,15 @@ class Daemon:
         self._last_seq, self._last_arrival = seq, arrival
         self._behind_run = 0
 
-        wanted = label
+        # precedence: `ctl context` override, then the packet's label, then automatic
+        wanted, cause = (label, "label") if self.override is None else (self.override, "ctl")
         if self.pending_context is not None:
             with self._pending_lock:
                 if wanted is None:
-                    wanted = self.pending_context
+                    wanted, cause = self.pending_context, "auto"
                 self.pending_context = None
         if wanted is not None and wanted != self.context and wanted not in self._refused:
-            self._switch(wanted)
+            self._switch(wanted, cause)
 
         arena, i, n = self.learning.arena, self._fill, self.n
         x = arena.X[self._slot, i]
@@ -523,7 +532,10 @@ class Daemon:
         self._pump()
         if self.batches_submitted > self.batches_done:
             self.stats.deadline_misses += 1
-            self.say("deadline", "a learning step was still running when the next batch was due")
+            if self.stats.deadline_misses == 1:  # routine under load: counted, said once
+                log.info("a learning step was still running when the next batch was due: the "
+                         "batch waits in the queue (nothing is lost; predictions never wait). "
+                         "Further ones are only counted (status: learning.deadline_misses)")
         self._send(("batch", self._slot, self._fill, self._rollback_requested, self._labelled))
         self._rollback_requested = self._labelled = False
         self.batches_submitted += 1
@@ -545,7 +557,7 @@ class Daemon:
                         raise SystemExit(4)
         self._slot = self._free.popleft()
 
-    def _switch(self, name: str) -> None:
+    def _switch(self, name: str, cause: str) -> None:
         """Takes effect for this packet without waiting: the learning process parks the old
         model and restores / creates the new one in order; samples already buffered belong
         to the old context, so they are learned there first."""
@@ -563,7 +575,8 @@ class Daemon:
                                 f"{evicted!r} for {name!r}")
         if self._fill:
             self._submit()
-        job = self.call("switch", {"name": name}, epoch=True, on_reply=self._switched)
+        job = self.call("switch", {"name": name, "cause": cause}, epoch=True,
+                        on_reply=self._switched)
         self.serving.switch(name, job.args["epoch"])
         self._known.pop(self.context, None)  # re-inserted last: the most recently active
         self._known[self.context] = None
@@ -645,7 +658,9 @@ class Daemon:
         for section in ("prequential", "contexts", "snapshots"):
             d[section] = theirs[section]
         d["contexts"]["auto"] = ls["auto"]
-        d.update({"robot": self.robot.name, "n_joints": self.n, "context": self.context,
+        d.update({"robot": self.robot.name, "n_joints": self.n, "rid": self.rid,
+                  "joints": list(self.robot.joints), "context": self.context,
+                  "context_override": self.override, "options": ls["options"],
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
@@ -654,12 +669,32 @@ class Daemon:
                   "realtime": self.realtime})
         return d
 
+    def _override(self, args: dict) -> dict:
+        """`ctl context`: NAME holds (over labels and automatic switches) from the next
+        packet until released; an unknown NAME only with create."""
+        if args.get("release"):
+            released, self.override = self.override, None
+            if released is not None:
+                log.info("context override %r released: labels and automatic detection "
+                         "decide again", released)
+            return {"released": released, "current": self.context}
+        name = args["name"]
+        known = sorted(dict(self._known))  # (a copy: the socket thread changes it)
+        new = name not in known
+        if new and not args.get("create"):
+            raise UnknownContextError(
+                f"no context {name!r}; known: {', '.join(known)}. To start a new one, "
+                f"`rtlearn ctl context --create {name}`")
+        self.override = name
+        log.info("context override %r%s: holds over labels and automatic detection until "
+                 "`rtlearn ctl context --release`", name, " (new)" if new else "")
+        return {"override": name, "new": new, "current": self.context,
+                "until": "rtlearn ctl context --release"}
+
     def command(self, cmd: str, args: dict):
         """Mutating commands; raise ValueError / StateFileError for a clear error reply."""
         if cmd == "context":
-            with self._pending_lock:
-                self.pending_context = args["name"]
-            return {"scheduled": args["name"], "current": self.context}
+            return self._override(args)
         if cmd == "contexts":
             return self.call("contexts").wait()
         if cmd == "shutdown":

@@ -84,7 +84,11 @@ class DaemonProcess:
         if self.log_path:
             out.close()
         self.ctl = ControlClient(self.endpoints["control"], 2.0, server_key, client_keys)
-        self._wait_ready(ready_timeout)
+        try:
+            self._wait_ready(ready_timeout)
+        except BaseException:  # Ctrl-C while it starts: no daemon left behind
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

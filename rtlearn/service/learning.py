@@ -385,7 +385,7 @@ class LearningProcess:
         stats["contexts"]["settled"] = dict(self.bank.settled)
         stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
-                "auto": self.auto.status(),
+                "auto": self.auto.status(), "options": lr.options(),
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
 
@@ -396,12 +396,11 @@ class LearningProcess:
     def _job_contexts(self, job_id: int) -> dict:
         return {"contexts": self.bank.listing()}
 
-    def _job_switch(self, job_id: int, name: str, epoch: int) -> dict:
+    def _job_switch(self, job_id: int, name: str, epoch: int, cause: str) -> dict:
         """The serving side has switched already; it learns the outcome from the reply (and
-        the bank's names, in case a load it has not heard of yet changed them)."""
-        before = self.bank.current
-        p = self.auto.pending
-        by = "auto" if p is not None and p["context"] == name else "requested"
+        the bank's names, in case a load it has not heard of yet changed them). cause:
+        label, ctl (an override) or auto."""
+        left = self.bank.current
         try:
             outcome = self.auto.switch(self.learner, self.bank, name)
         except ContextLimitError as e:
@@ -419,7 +418,10 @@ class LearningProcess:
             self._save_good()
         self.arena.publish(self.learner, epoch)
         if self.telemetry.active:
-            self.telemetry.switched(before, self.bank.current, outcome, by)
+            self.telemetry.switched(left, self.bank.current, outcome, cause)
+        if outcome != "same":
+            log.info("context %r -> %r (%s; %s)%s", left, name, outcome, _CAUSES[cause],
+                     f"; evicted {self.bank.last_evicted!r}" if self.bank.last_evicted else "")
         return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
                 "evicted": self.bank.last_evicted}
 
@@ -439,12 +441,16 @@ class LearningProcess:
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
         self._replace(learner, bank, epoch, "loaded")
+        log.info("loaded %s: %d steps, contexts %s (active %r)", path, learner.n_steps,
+                 bank.names, bank.current)
         return {"loaded": path, "context": bank.current, "contexts": bank.names,
                 "parked": parked_models(bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
                       ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch, "reset")
+        log.info("reset: everything learned forgotten (networks, memories, contexts); "
+                 "starting again in context %r", context)
         return {"reset": True, "context": context, "contexts": [context]}
 
     def _job_options(self, job_id: int, lr: float | None = None,
@@ -453,10 +459,14 @@ class LearningProcess:
             self.learner.set_lr(float(lr))
         if memory is not None:
             self.learner.set_memory_learning(memory)
-        return {"rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
+        log.info("options: %s", self.learner.options())
+        return {"options": self.learner.options(),
+                "rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
 
 
 DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
+_CAUSES = {"label": "packet label", "ctl": "ctl context override",
+           "auto": "payload change found without labels"}
 
 
 class _SnapshotWriter(threading.Thread):
@@ -478,6 +488,7 @@ class _SnapshotWriter(threading.Thread):
             try:
                 snapshots.write(path, meta, arrays, keep)
                 self.stats.snapshot_written(path)
+                log.info("snapshot written: %s (%d steps)", path, meta["counters"]["steps"])
             except Exception as e:  # a full disk must not stop learning
                 if self.stats.snapshot_failed(e):  # each kind logged once; all in status
                     log.error("snapshot %s failed: %s (further failures of this kind are only "

@@ -151,8 +151,13 @@ def read(path: Path) -> tuple[dict, dict]:
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
     """Load a snapshot read by `read` into an idle learner built with the same config."""
     if LearnerConfig.from_dict(meta["learner"]) != learner.config:
-        raise StateFileError("snapshot was made with another learner configuration: "
-                             f"{meta['learner']}")
+        theirs = LearnerConfig.from_dict(meta["learner"]).to_dict()
+        ours = learner.config.to_dict()
+        diffs = "; ".join(f"{key}: {a!r} in the snapshot, {b!r} here"
+                          for key, a, b in _differences(theirs, ours))
+        raise StateFileError(f"snapshot was made with another learner configuration ({diffs}). "
+                             "Set [learner] in the config as the snapshot has it, or start "
+                             "with --fresh")
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
               for i, name in enumerate(meta["contexts"])}
     try:
@@ -162,3 +167,15 @@ def restore(meta: dict, arrays: dict, learner, bank) -> None:
     except (KeyError, ValueError) as e:
         raise StateFileError(f"snapshot does not fit this learner ({e})") from None
     learner.n_steps, learner.n_samples = (int(v) for v in arrays["counters"])
+
+
+def _differences(a: dict, b: dict, prefix: str = "learner.") -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where two config dicts differ."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append((prefix + key, x, y))
+    return out
