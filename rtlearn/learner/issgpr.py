@@ -4,8 +4,8 @@ model_copy). Equations G1-G6 of docs/algorithm.md; kernels in rtlearn.kernels.is
 
 D random Fourier features of a Gaussian kernel with one length scale per input (eq. G1),
 shared by all outputs; the exact ridge / GP-posterior-mean weights of every output from one
-Cholesky factor R of A = f-weighted Phi^T Phi + lambda I, updated by one rank-1 update per
-sample (eqs. G2-G4), so each sample costs O(D^2) for ever. Exponential forgetting f <= 1 for
+Cholesky factor R of A = f-weighted Phi^T Phi + lambda I, updated by rank-1 updates, a
+block of samples per pass over R (eqs. G2-G4), so each sample costs O(D^2) for ever. Exponential forgetting f <= 1 for
 non-stationary dynamics. The first seconds are a calibration window: predicted by the running
 mean of the targets until `calib[0]` samples are in, then at each count of `calib` the
 kernel's hyper-parameters are fitted on the window so far by type-II maximum likelihood of an
@@ -27,7 +27,7 @@ from ..kernels import issgpr as K
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-issgpr"
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: z = R^-T b beside R (Rz) instead of b (B)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,11 @@ class ISSGPR:
         # Eq. G1: frequencies of the unit Gaussian kernel, drawn once from the seed.
         self.omega = np.random.default_rng(c.seed).standard_normal((m, n))
         self.P, self.c = np.zeros((m, n)), np.zeros(m)
-        self.R, self.B, self.W = np.eye(D), np.zeros((J, D)), np.zeros((J, D))
+        # R and z = R^-T b_j side by side: one rotation updates both (QR-RLS, eq. G3)
+        self.Rz = np.zeros((D, D + J))
+        self.R, self.z = self.Rz[:, :D], self.Rz[:, D:]
+        np.fill_diagonal(self.R, 1.0)
+        self.W = np.zeros((J, D))
         self.y_mean = np.zeros(J)
         self.t = np.zeros(1, dtype=np.int64)  # samples learned with this kernel (eq. G3')
         # x_mean (n), length_scales (n), [signal, noise]: the kernel in use.
@@ -164,7 +168,7 @@ class ISSGPR:
         self.calib_fill = 0
         self.n_steps = self.n_samples = 0
         self._x1, self._y1, self._phi1 = np.zeros(n), np.zeros(J), np.zeros(D)
-        self._phi, self._v, self._z, self._pred = np.zeros(D), np.zeros(D), np.zeros(D), np.zeros(J)
+        self._V, self._pred = np.zeros((2 * K.CHUNK, D + J)), np.zeros(J)
         self._loss = np.zeros(J)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -172,7 +176,7 @@ class ISSGPR:
                             y_mean) -> None:
         """Fix the kernel and restart the regression (ends any calibration): P = Omega
         diag(1/l), c = P x_mean (eq. G1), R = sqrt(lambda) I with lambda = (noise / signal)^2
-        (eq. G2), b = 0, w = 0; targets are learned as y - y_mean."""
+        (eq. G2), z = 0, w = 0; targets are learned as y - y_mean."""
         x_mean = np.asarray(x_mean, dtype=np.float64)
         ell = np.asarray(length_scales, dtype=np.float64)
         if not (np.all(ell > 0) and signal > 0 and noise > 0):
@@ -180,9 +184,8 @@ class ISSGPR:
         np.divide(self.omega, ell[None, :], out=self.P)
         np.copyto(self.c, self.P @ x_mean)
         np.copyto(self.y_mean, y_mean)
-        self.R[...] = 0.0
+        self.Rz[...] = 0.0
         np.fill_diagonal(self.R, noise / signal)
-        self.B[...] = 0.0
         self.W[...] = 0.0
         self.t[0] = 0
         n = self.config.n_inputs
@@ -255,9 +258,9 @@ class ISSGPR:
 
     def _learn(self, X, Y) -> np.ndarray:
         f = self.config.forget
-        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.R, self.B, self.W,
-                np.sqrt(f), (1.0 - f) * self.ridge * self.config.n_features, self.t,
-                self._phi, self._v, self._z, self._pred, self._loss)
+        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rz, self.W, f,
+                (1.0 - f) * self.ridge * self.config.n_features, self.t, self._V, self._pred,
+                self._loss)
         return self._loss
 
     def model_copy(self) -> ISSGPRModel:
@@ -268,11 +271,11 @@ class ISSGPR:
 
     def nbytes(self) -> int:
         """Bytes of learner state (the calibration window included)."""
-        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.R, self.B, self.W,
+        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.Rz, self.W,
                                       self.y_mean, self.hyper, self.calib_X, self.calib_Y))
 
     # -- state ------------------------------------------------------------------------------
-    ARRAYS = ("omega", "P", "c", "R", "B", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
+    ARRAYS = ("omega", "P", "c", "Rz", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
 
     def save(self, path) -> None:
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
@@ -283,8 +286,11 @@ class ISSGPR:
 
     @classmethod
     def load(cls, path) -> "ISSGPR":
-        meta, arrays = load_state(path, STATE_KIND, (STATE_VERSION,))
+        meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
         learner = cls(ISSGPRConfig.from_dict(meta["config"]))
+        if "Rz" not in arrays:  # version 1 kept b: z = R^-T b
+            R = arrays["R"]
+            arrays["Rz"] = np.hstack([R, np.linalg.solve(R.T, arrays["B"].T)])
         for k in cls.ARRAYS:
             dst = getattr(learner, k)
             if arrays[k].shape != dst.shape:
