@@ -13,6 +13,7 @@ Meaning of each part per kind (docs/service.md, "Learner kinds"):
 | memory_state: shared by contexts | the learning-rate memories | the calibration: stage and window |
 | set_lr / set_memory_learning | base rate / freeze the memories | refused (ValueError): no rate |
 | rates | per-group rates | none |
+| guard.explode_factor | rolls back | not applied: exact least squares does not diverge |
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class Kind(ABC):
 
     name: str
     config_type: type
+    # whether a learning step can diverge (the daemon's guard.explode_factor): a gradient
+    # step can; exact least squares cannot, and a large loss is then only a surprise in the
+    # data (a new payload), which a rollback would make it unlearn
+    diverges: bool = True
 
     @abstractmethod
     def make(self, config, daemon: bool = False) -> Learner:
@@ -110,7 +115,7 @@ class MLPKind(Kind):
 
 
 class ISSGPRKind(Kind):
-    name, config_type = "issgpr", ISSGPRConfig
+    name, config_type, diverges = "issgpr", ISSGPRConfig, False
 
     def make(self, config: ISSGPRConfig, daemon: bool = False) -> ISSGPR:
         # in the daemon a kernel fit must not hold up learning for seconds

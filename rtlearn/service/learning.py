@@ -297,8 +297,8 @@ class LearningProcess:
         loss = self.learner.learn_many(X, Y)
         mean = float(loss.mean())
         ref = float(self.stats.learn_loss.mean())
-        exploded = (self.stats.preq_count > 1000 and ref > 0
-                    and mean > self.guard["explode_factor"] * ref)
+        exploded = (kind_of(self.learner).diverges and self.stats.preq_count > 1000
+                    and ref > 0 and mean > self.guard["explode_factor"] * ref)
         good = math.isfinite(mean) and not exploded
         if not good:
             self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
