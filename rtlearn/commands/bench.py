@@ -41,7 +41,8 @@ def add_arguments(p):
 def _row(name, r):
     if r is None:
         return f"  {name:<22} (not installed)"
-    return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms"
+    cpu = f"  (CPU time p50 {r['cpu_p50']:.3f}  p99 {r['cpu_p99']:.3f})" if "cpu_p99" in r else ""
+    return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms{cpu}"
 
 
 def run(args) -> int:
