@@ -181,15 +181,17 @@ def run_packet_bench(config: dict | None = None, packets: int = 3000,
     import timeit
 
     from rtlearn.kernels import packet as K
-    from rtlearn.learner import OnlineLearner
+    from rtlearn.learner.api import kind_of
     from rtlearn.protocol.schema import encode_prediction, read_state
-    from rtlearn.service.config import learner_config
+    from rtlearn.service.daemon import make_learner
 
     cfg = load_config(None, config)
-    trained = OnlineLearner(learner_config(cfg, 7))
-    arena = Arena(trained, 2)
+    trained, predictor = make_learner(cfg, 7), make_learner(cfg, 7)
+    batch = int(cfg["learner"]["batch_size"])
+    kind_of(trained).warm_up(trained, batch)
+    arena = Arena(trained, 2, batch)
     arena.publish(trained, 0)
-    model = ServingModel(arena, OnlineLearner(trained.config), "bench")
+    model = ServingModel(arena, predictor, "bench")
     model.try_refresh()
     frame = encode_state(synthetic_state(1), stream=1)
     vec, head = np.zeros((4, 7)), np.zeros(K.HEAD_LEN, np.int64)
@@ -204,7 +206,11 @@ def run_packet_bench(config: dict | None = None, packets: int = 3000,
 
     whole()
     cost = lambda f: timeit.timeit(f, number=packets) / packets * 1e6  # noqa: E731
-    result = {"hidden": list(cfg["learner"]["hidden"]), "cpus": sorted(os.sched_getaffinity(0)),
+    lc = cfg["learner"]
+    learner = (f"MLP {list(lc['hidden'])}" if lc["kind"] == "mlp" else
+               f"I-SSGPR D = {trained.config.n_features}")
+    result = {"learner": learner, "hidden": list(lc["hidden"]),
+              "cpus": sorted(os.sched_getaffinity(0)),
               "parse_state_us": cost(lambda: K.parse_state(frame, 7, vec, head, ctx)),
               "read_state_us": cost(lambda: read_state(frame, 7)),
               "predict_us": cost(lambda: model.predict(x)),
@@ -267,7 +273,7 @@ def _telemetry_costs(cfg, learner, arena: Arena, cost) -> dict:
 
 
 def packet_summary(r: dict) -> str:
-    rows = [f"per-packet work alone, MLP {r['hidden']}, CPUs {r['cpus']} (µs)",
+    rows = [f"per-packet work alone, {r['learner']}, CPUs {r['cpus']} (µs)",
             f"  decode   compiled {r['parse_state_us']:6.2f}   Python read_state {r['read_state_us']:6.2f}",
             f"  predict  {r['predict_us']:6.2f}",
             f"  encode   compiled {r['encode_prediction_into_us']:6.2f}   Python {r['encode_prediction_us']:6.2f}",

@@ -19,9 +19,19 @@ def _learner_default(key: str):
     from dataclasses import asdict
 
     from rtlearn.learner import LearnerConfig
+    from rtlearn.learner.issgpr import ISSGPRConfig
 
+    if key == "kind":
+        return "mlp"
+    if key == "issgpr":
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in ISSGPRConfig().to_dict().items() if k not in ISSGPR_FROM_LEARNER}
     value = getattr(LearnerConfig(), key)
     return list(value) if isinstance(value, tuple) else asdict(value) if key == "memory" else value
+
+
+# ISSGPRConfig fields set from the robot or from the [learner] keys both kinds share
+ISSGPR_FROM_LEARNER = ("n_joints", "n_inputs", "seed")
 
 
 # section -> key -> (default, help). The single source of truth for defaults and docs.
@@ -36,6 +46,10 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     # Passed to rtlearn.learner.LearnerConfig (defaults are its own); n_joints and n_inputs
     # come from the robot.
     "learner": {key: (_learner_default(key), text) for key, text in {
+        "kind": "mlp (one MLP per joint, memory of learning rates) or issgpr (the peer: "
+                "incremental sparse spectrum GP regression, docs/results.md \"I-SSGPR, the "
+                "peer\"); batch_size and seed apply to both, issgpr to issgpr only, the "
+                "others to mlp only",
         "hidden": "hidden layer widths of each joint's MLP",
         "optimizer": "metagd (memory of learning rates), gd, adam, sgd-hd, ... "
                      "(rtlearn.learner.OPTIMIZERS)",
@@ -46,6 +60,9 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "seed": "weight initialisation seed",
         "memory": "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, key, "
                   "rate_min, rate_max, ...; docs/algorithm.md); lr0 is [learner] lr",
+        "issgpr": "table of rtlearn.learner.issgpr.ISSGPRConfig fields: n_features (D, even), "
+                  "forget (f per sample), calib (sample counts at which the kernel is fitted), "
+                  "fit_points, fit_iters (docs/algorithm.md, \"I-SSGPR\"); kind = issgpr only",
     }.items()},
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
@@ -323,9 +340,20 @@ def _validate_curve(sec: dict, where: str) -> None:
 
 
 def learner_config(cfg: ServiceConfig, n_joints: int):
+    """The LearnerConfig or ISSGPRConfig of [learner] (by its kind) for an arm of n_joints."""
     from rtlearn.learner import LearnerConfig
+    from rtlearn.learner.issgpr import ISSGPRConfig
 
     lc = dict(cfg["learner"])
+    kind, gp = lc.pop("kind"), lc.pop("issgpr")
+    if kind == "issgpr":
+        shared = set(gp) & set(ISSGPR_FROM_LEARNER)
+        if shared:
+            raise ValueError(f"issgpr: {sorted(shared)} come from the robot and [learner]")
+        return ISSGPRConfig.from_dict({**gp, "n_joints": n_joints, "n_inputs": 3 * n_joints,
+                                       "seed": lc["seed"]})
+    if kind != "mlp":
+        raise ValueError(f"kind must be \"mlp\" or \"issgpr\", not {kind!r}")
     lc["hidden"] = tuple(lc["hidden"])
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, **lc)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from rtlearn.learner import OnlineLearner, StateFileError
+from rtlearn.learner import StateFileError
+from rtlearn.learner.api import Learner, kind_of
 from rtlearn.kernels import packet as K
 from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
@@ -52,8 +53,10 @@ STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that 
 HELLO_INTERVAL = 0.1    # s between two hellos on the prediction socket
 
 
-def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
-    return OnlineLearner(learner_config(cfg, n_joints))
+def make_learner(cfg: ServiceConfig, n_joints: int) -> Learner:
+    """A fresh learner of [learner] kind, as the daemon runs it."""
+    config = learner_config(cfg, n_joints)
+    return kind_of(config).make(config, daemon=True)
 
 
 class Job:
@@ -119,7 +122,7 @@ class Daemon:
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
         self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
-        parked = parked_models(bank)  # a resumed bank's other contexts, servable at once
+        parked = parked_models(learner, bank)  # a resumed bank's others, servable at once
         # Forked now, before this process has any thread or socket.
         guard = cfg["guard"]
         screen = SampleScreen(robot.torque_limits, robot.velocity_limits,
@@ -134,7 +137,7 @@ class Daemon:
             self.learning.kill()
             raise
 
-    def _after_fork(self, predictor: OnlineLearner, t0: float, parked: dict) -> None:
+    def _after_fork(self, predictor: Learner, t0: float, parked: dict) -> None:
         arena = self.learning.arena
         self.stats.latency = Ring(values=arena.latency)  # the telemetry reads it there
         tel = self.cfg["telemetry"]
@@ -185,14 +188,11 @@ class Daemon:
             log.warning("--fresh: the previous snapshots were moved to %s", aside)
         self.realtime: dict = {}
 
-    def _warm_up(self) -> OnlineLearner:
+    def _warm_up(self) -> Learner:
         """Compile / load every kernel before the first packet, on a throwaway learner that
         then serves as the predictor of the serving copy."""
         scratch = make_learner(self.cfg, self.n)
-        x = np.zeros((scratch.config.batch_size, scratch.config.n_inputs))
-        scratch.learn_many(x, np.zeros((x.shape[0], self.n)))
-        scratch.is_finite()
-        scratch.predict_one(x[0], scratch.model_copy())
+        kind_of(scratch).warm_up(scratch, int(self.cfg["learner"]["batch_size"]))
         z = np.zeros(self.n)
         frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
         K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),

@@ -30,10 +30,12 @@ import threading
 import time
 import traceback
 
+from dataclasses import fields
+
 import numpy as np
 
-from rtlearn.learner import OnlineLearner, StateFileError
-from rtlearn.learner.learner import ModelCopy
+from rtlearn.learner import StateFileError
+from rtlearn.learner.api import Learner, kind_of
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.autocontext import AutoContexts
 from rtlearn.service.contexts import ContextBank, ContextLimitError
@@ -49,20 +51,30 @@ class BindError(RuntimeError):
     """A socket could not bind its endpoint (in use, no such interface, ...)."""
 
 
+def model_arrays(model) -> tuple[np.ndarray, ...]:
+    """The arrays of a model copy (ModelCopy, ISSGPRModel: dataclasses of arrays), in the
+    order its `assign` takes them."""
+    return tuple(getattr(model, f.name) for f in fields(model))
+
+
+def blank_like(model):
+    return type(model)(*(np.zeros_like(a) for a in model_arrays(model)))
+
+
 class Arena:
     """One anonymous shared mapping (inherited by the forked learning process) holding the
-    published model and the batch slots. header: [version, epoch]: version counts
-    publications, epoch names the switch / reset / load the model belongs to. Beside each
-    sample, T: [t, arrival (perf_counter)] and S: [seq, valid] (for the recordings), and the
-    serving process's latency ring (for the telemetry)."""
+    published model (laid out as the learner's model copy) and the batch slots. header:
+    [version, epoch]: version counts publications, epoch names the switch / reset / load the
+    model belongs to. Beside each sample, T: [t, arrival (perf_counter)] and S: [seq, valid]
+    (for the recordings), and the serving process's latency ring (for the telemetry)."""
 
-    def __init__(self, learner: OnlineLearner, slots: int):
+    def __init__(self, learner: Learner, slots: int, batch_size: int):
         c = learner.config
-        theta = learner.net.theta
-        n_in, n_out, b = c.n_inputs, c.n_joints, c.batch_size
-        shapes = {"header": ((2,), np.int64), "theta": (theta.shape, np.float64),
-                  "x_mean": ((n_in,), np.float64), "x_scale": ((n_in,), np.float64),
-                  "y_mean": ((n_out,), np.float64), "y_scale": ((n_out,), np.float64),
+        n_in, n_out, b = c.n_inputs, c.n_joints, batch_size
+        copy = learner.model_copy()
+        model = {f"model.{f.name}": (getattr(copy, f.name).shape, np.float64)
+                 for f in fields(copy)}
+        shapes = {"header": ((2,), np.int64), **model,
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
                   "P": ((slots, b, n_out), np.float64), "T": ((slots, b, 2), np.float64),
                   "S": ((slots, b, 2), np.int64), "latency": ((RING,), np.float64)}
@@ -74,13 +86,12 @@ class Arena:
             views[name] = np.frombuffer(self._map, dtype, n, offset).reshape(shape)
             offset += n * 8
         self.header = views["header"]
-        self.model = ModelCopy(*(views[k] for k in ("theta", "x_mean", "x_scale", "y_mean",
-                                                    "y_scale")))
+        self.model = type(copy)(*(views[k] for k in model))
         self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
         self.T, self.S, self.latency = views["T"], views["S"], views["latency"]
         self.lock = multiprocessing.get_context("fork").Lock()
 
-    def publish(self, learner: OnlineLearner, epoch: int) -> None:
+    def publish(self, learner: Learner, epoch: int) -> None:
         """Learning process: the learner's active model becomes the published one."""
         with self.lock:
             learner.copy_model_into(self.model)
@@ -100,20 +111,20 @@ class ServingModel:
     context starts from the current model).
     """
 
-    def __init__(self, arena: Arena, predictor: OnlineLearner, context: str):
+    def __init__(self, arena: Arena, predictor: Learner, context: str):
         # Predictions go through predictor.predict_one (its one-row buffers belong to this
         # thread); the learner itself lives in the learning process.
         self.arena, self._predictor = arena, predictor
+        self.kind = kind_of(predictor)
+        self._published = model_arrays(arena.model)
         self.current = self._blank()
         self._staging = self._blank()
-        self.frozen: dict[str, ModelCopy] = {}
-        self.interim: ModelCopy | None = None  # served until this epoch's model arrives
+        self.frozen: dict = {}       # context -> model copy
+        self.interim = None          # a model copy served until this epoch's model arrives
         self.context, self.epoch, self._version = context, 0, -1
 
-    def _blank(self) -> ModelCopy:
-        m = self.arena.model
-        return ModelCopy(*(np.zeros_like(a) for a in (m.theta, m.x_mean, m.x_scale, m.y_mean,
-                                                      m.y_scale)))
+    def _blank(self):
+        return blank_like(self.arena.model)
 
     def try_refresh(self) -> bool:
         """Take the published model if it is new and of this epoch; never blocks."""
@@ -125,8 +136,7 @@ class ServingModel:
         try:
             if header[1] != self.epoch:
                 return False
-            m = self.arena.model
-            self._staging.assign(m.theta, m.x_mean, m.x_scale, m.y_mean, m.y_scale)
+            self._staging.assign(*self._published)
             self._version = int(header[0])
         finally:
             self.arena.lock.release()
@@ -139,20 +149,12 @@ class ServingModel:
         parked = self.current if self.interim is None else self.interim
         self.frozen[self.context] = parked
         stored = self.frozen.get(name)
-        self.interim = parked if stored is None else self._restored(parked, stored)
+        self.interim = (parked if stored is None else
+                        self.kind.restored(self._predictor, parked, stored))
         self.current, self._staging = self._blank(), self._blank()
         self.context, self.epoch, self._version = name, epoch, -1
 
-    def _restored(self, live: ModelCopy, stored: ModelCopy) -> ModelCopy:
-        """What the learner makes of a restore (ContextBank.switch): the live hidden layers
-        and input normaliser with the stored context's output layer and target normaliser."""
-        head = self._predictor.net.head
-        theta = live.theta.copy()
-        theta.reshape(-1)[head] = stored.theta.reshape(-1)[head]
-        return ModelCopy(theta, live.x_mean.copy(), live.x_scale.copy(), stored.y_mean.copy(),
-                         stored.y_scale.copy())
-
-    def replace(self, context: str, epoch: int, parked: dict[str, ModelCopy]) -> None:
+    def replace(self, context: str, epoch: int, parked: dict) -> None:
         """After a reset or load: the new bank's parked models become the frozen ones."""
         self.frozen = dict(parked)
         if self.interim is None:
@@ -166,14 +168,10 @@ class ServingModel:
                                            else self.interim)
 
 
-def servable(network_state: dict) -> ModelCopy:
-    """What a parked context's model (OnlineLearner.network_state) needs to be served."""
-    return ModelCopy(*(np.array(network_state[k]) for k in (
-        "theta", "norm.x_mean", "norm.x_scale", "norm.y_mean", "norm.y_scale")))
-
-
-def parked_models(bank: ContextBank) -> dict[str, ModelCopy]:
-    return {name: servable(state) for name, state in bank.parked.items()}
+def parked_models(learner: Learner, bank: ContextBank) -> dict:
+    """A servable model copy of every parked context."""
+    kind = kind_of(learner)
+    return {name: kind.servable(state) for name, state in bank.parked.items()}
 
 
 def _die_with_parent() -> None:
@@ -199,13 +197,14 @@ class LearningProcess:
     writer thread once the file is on disk, so learning goes on meanwhile.
     """
 
-    def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
+    def __init__(self, learner: Learner, bank: ContextBank, cfg: dict,
                  make_learner, robot_name: str, screen: SampleScreen, telemetry: Telemetry,
                  cpus: set[int] | None = None):
         self.cfg, self.guard, self.cpus, self.screen = cfg, cfg["guard"], cpus, screen
         self.make_learner, self.robot_name = make_learner, robot_name
         self.telemetry = telemetry
-        self.arena = Arena(learner, int(self.guard["batch_queue"]))
+        self.arena = Arena(learner, int(self.guard["batch_queue"]),
+                           int(cfg["learner"]["batch_size"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
         self.config = learner.config
         self.auto = AutoContexts(cfg["contexts"], self.config.n_joints, self.config.n_inputs)
@@ -329,8 +328,8 @@ class LearningProcess:
         loss = self.learner.learn_many(X, Y)
         mean = float(loss.mean())
         ref = float(self.stats.learn_loss.mean())
-        exploded = (self.stats.preq_count > 1000 and ref > 0
-                    and mean > self.guard["explode_factor"] * ref)
+        exploded = (kind_of(self.learner).diverges and self.stats.preq_count > 1000
+                    and ref > 0 and mean > self.guard["explode_factor"] * ref)
         good = math.isfinite(mean) and not exploded
         if not good:
             self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
@@ -369,8 +368,7 @@ class LearningProcess:
         self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
         self.arena.publish(self.learner, self.epoch)
 
-    def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int,
-                 why: str) -> None:
+    def _replace(self, learner: Learner, bank: ContextBank, epoch: int, why: str) -> None:
         if self.telemetry.active:
             self.telemetry.switched(self.bank.current, bank.current, why, "command")
         self.learner, self.bank, self.epoch = learner, bank, epoch
@@ -387,7 +385,7 @@ class LearningProcess:
         return {"stats": stats, "contexts_known": self.bank.names,
                 "auto": self.auto.status(), "options": lr.options(),
                 "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
-                            "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
+                            **kind_of(lr).status(lr)}}
 
     # -- jobs: ("job", id, name, args) runs _job_<name>(job_id=id, **args) ------------------
     def _job_status(self, job_id: int) -> dict:
@@ -444,7 +442,7 @@ class LearningProcess:
         log.info("loaded %s: %d steps, contexts %s (active %r)", path, learner.n_steps,
                  bank.names, bank.current)
         return {"loaded": path, "context": bank.current, "contexts": bank.names,
-                "parked": parked_models(bank)}  # for the serving side only
+                "parked": parked_models(learner, bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
@@ -461,7 +459,7 @@ class LearningProcess:
             self.learner.set_memory_learning(memory)
         log.info("options: %s", self.learner.options())
         return {"options": self.learner.options(),
-                "rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
+                "rates": kind_of(self.learner).status(self.learner)["rates"]}
 
 
 DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
