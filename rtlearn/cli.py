@@ -17,6 +17,7 @@ COMMANDS = {
     "sim": "simulate an arm and publish / record its joint stream",
     "replay": "replay a recorded log or ROS 2 bag",
     "record": "record a live joint stream to a log",
+    "fit": "learn logs or ROS 2 bags offline through the daemon's learning path",
     "experiment": "reproduce the paper's experiments",
     "bench": "latency benchmarks",
 }
