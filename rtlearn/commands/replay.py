@@ -8,6 +8,10 @@ import sys
 from rtlearn.commands.sim import add_publish_arguments, parse_speed, run_stream
 
 HELP = "replay a recorded log or ROS 2 bag"
+# states published ahead of the daemon's predictions: it reads ahead of learning by at most
+# guard.batch_queue batches (640 samples by default), then stops reading until learning
+# catches up, and the replay waits with it, so that no sample is dropped at any speed
+WINDOW = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +70,8 @@ def run(args) -> int:
         return 2
     source.speed = args.speed
     try:
-        return run_stream(source, args, {"source": "replay", "file": str(args.file)})
+        return run_stream(source, args, {"source": "replay", "file": str(args.file)},
+                          window=WINDOW)
     except SourceError as e:
         print(f"rtlearn replay: {e}", file=sys.stderr)
         return 2

@@ -85,29 +85,41 @@ def open_client(args):
     return protocol_client.RobotClient(**kwargs)
 
 
-def run_stream(source, args, meta: dict) -> int:
-    """Publish and/or record every state of `source`; print throughput and pacing figures."""
+def run_stream(source, args, meta: dict, window: int | None = None) -> int:
+    """Publish and/or record every state of `source`; print throughput and pacing figures.
+    window: at most this many states published ahead of the daemon's predictions (a replay,
+    whose every sample must be learned: it waits for a daemon that is behind, and ends once
+    every state is answered); None: never wait (a robot's stream)."""
     from rtlearn.sources.log import LogWriter
 
     client = open_client(args)
     writer = LogWriter(args.record, source.robot, meta) if args.record else None
-    predictions = 0
+    window = window if client is not None and client.prediction_endpoint else None
     lateness = []
     count = 0
+    code = 0
     start = time.perf_counter()
     try:
         for state in source:
             if client is not None:
                 client.publish(state)
-                while client.poll_prediction() is not None:
-                    predictions += 1
+                if window:
+                    client.wait_in_flight(window)
+                else:
+                    while client.poll_prediction() is not None:
+                        pass
             if writer is not None:
                 writer.append(state)
             if args.speed:
                 lateness.append(time.perf_counter() - start - state.t / args.speed)
             count += 1
+        if window:
+            client.wait_in_flight(0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+    except TimeoutError as e:
+        print(f"rtlearn: {e}", file=sys.stderr)
+        code = 3
     finally:
         elapsed = time.perf_counter() - start
         source.close()
@@ -121,11 +133,11 @@ def run_stream(source, args, meta: dict) -> int:
         line += (f"; lateness behind schedule p50 {np.percentile(late, 50):.3f} ms, "
                  f"p99 {np.percentile(late, 99):.3f} ms, max {late.max():.3f} ms")
     if client is not None:
-        line += f"; {predictions} predictions received"
+        line += f"; {client.predictions} predictions received"
     if writer is not None:
         line += f"; recorded to {args.record}"
     print(line)
-    return 0
+    return code
 
 
 def run(args) -> int:

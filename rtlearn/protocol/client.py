@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from typing import Sequence
 from urllib.parse import urlparse
 
@@ -26,6 +27,7 @@ from rtlearn.protocol.state import JointState
 log = logging.getLogger(__name__)
 
 HWM = 100_000  # packets a socket may queue: 100 s at 1 kHz, so a hiccup never drops silently
+STALL = 10.0   # s without a prediction after which wait_in_flight gives up
 
 
 def is_ipv6(endpoint: str) -> bool:
@@ -70,6 +72,10 @@ class RobotClient:
         self.subscribers = 0        # subscriptions seen on the state socket
         self.daemon_hello: Hello | None = None
         self.rejected = 0           # undecodable frames on the prediction socket
+        self.predictions = 0        # predictions received
+        # seqs published whose prediction has not come back (a rejected packet's leaves when
+        # a later one is answered)
+        self._unanswered: deque[int] = deque(maxlen=HWM)
         self.ready = self.wait_ready(handshake_timeout)
         if not self.ready:
             log.warning("RobotClient: handshake incomplete after %.1f s (%d of %d state endpoints "
@@ -114,7 +120,26 @@ class RobotClient:
         try:
             self._pub.send(encode_state(state, self.stream), zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            return
+        if self._sub is not None:
+            self._unanswered.append(state.seq)
+
+    @property
+    def in_flight(self) -> int:
+        """States published whose prediction has not come back yet."""
+        return len(self._unanswered)
+
+    def wait_in_flight(self, limit: int, stall: float = STALL) -> None:
+        """Wait until at most `limit` published states await their prediction, taking the
+        predictions (counted in `predictions`) meanwhile. A sender that must not outrun the
+        daemon (a replay: every sample learned once) calls it after each publish: the daemon
+        stops reading while its learning is behind, so nothing piles up to the high-water
+        marks, where ZeroMQ drops. TimeoutError when no prediction came for `stall` s."""
+        while len(self._unanswered) > limit:
+            if self.recv_prediction(stall) is None:
+                raise TimeoutError(f"no prediction from the daemon for {stall:g} s with "
+                                   f"{len(self._unanswered)} states unanswered (daemon gone, "
+                                   f"or the packets rejected: see `rtlearn ctl status`)")
 
     def publish_frame(self, frame: bytes) -> None:
         """Send one raw frame as it is (fuzzing and soak runs: malformed or foreign packets);
@@ -138,6 +163,10 @@ class RobotClient:
             if isinstance(msg, Hello):
                 self.daemon_hello = msg
                 continue
+            self.predictions += 1
+            unanswered = self._unanswered
+            while unanswered and unanswered[0] <= msg.seq:
+                unanswered.popleft()
             return msg
 
     def poll_prediction(self) -> Prediction | None:

@@ -370,7 +370,17 @@ class LearningProcess(BatchLearning):
             self.proc.join(5)
 
     def publish(self) -> None:
+        """At once while learning keeps up. While batches wait (a replay at full speed), at
+        most every PUBLISH_LAG changes, and once the queue runs dry: copying the whole model
+        out costs ~5% of a step (45 us of ~1 ms), and the serving side, reading ahead of
+        learning then, has no use for every version."""
+        self._stale += 1
+        if self._stale >= PUBLISH_LAG or not self.conn.poll():
+            self._publish_now()
+
+    def _publish_now(self) -> None:
         self.arena.publish(self.learner, self.epoch)
+        self._stale = 0
 
     # -- the learning process -------------------------------------------------------------
     def _main(self, conn) -> None:
@@ -384,7 +394,10 @@ class LearningProcess(BatchLearning):
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
+        self._stale = 0  # changes of the model not published yet
         while True:
+            if self._stale and not conn.poll():
+                self._publish_now()
             msg = conn.recv()
             kind = msg[0]
             if kind == "batch":
@@ -477,6 +490,7 @@ class LearningProcess(BatchLearning):
 
 
 DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
+PUBLISH_LAG = 10     # model changes the served copy may lag while batches are waiting
 
 
 class _SnapshotWriter(threading.Thread):
