@@ -131,3 +131,13 @@ def test_a_daemon_that_stops_answering_ends_the_wait_with_a_clear_error(tmp_path
         client.close()
         fake.close()
         ctx.term()
+
+
+def test_prediction_seq_reads_the_seq_of_a_prediction_only():
+    from rtlearn.protocol.schema import ProtocolError, prediction_seq
+
+    assert prediction_seq(encode_prediction(123456, 0.5, [1.0] * 7, "heavy", False)) == 123456
+    assert prediction_seq(encode_hello(7, "none")) is None
+    for bad in (b"\x81\xa4kind\xa5state", b"junk", encode_prediction(-1, 0.0, [0.0], "x")):
+        with pytest.raises(ProtocolError):
+            prediction_seq(bad)

@@ -8,10 +8,6 @@ import sys
 from rtlearn.commands.sim import add_publish_arguments, parse_speed, run_stream
 
 HELP = "replay a recorded log or ROS 2 bag"
-# states published ahead of the daemon's predictions: it reads ahead of learning by at most
-# guard.batch_queue batches (640 samples by default), then stops reading until learning
-# catches up, and the replay waits with it, so that no sample is dropped at any speed
-WINDOW = 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +57,7 @@ def open_source(args, file=None):
 
 
 def run(args) -> int:
+    from rtlearn.protocol.client import REPLAY_WINDOW
     from rtlearn.sources.base import SourceError
 
     try:
@@ -71,7 +68,7 @@ def run(args) -> int:
     source.speed = args.speed
     try:
         return run_stream(source, args, {"source": "replay", "file": str(args.file)},
-                          window=WINDOW)
+                          window=REPLAY_WINDOW)
     except SourceError as e:
         print(f"rtlearn replay: {e}", file=sys.stderr)
         return 2

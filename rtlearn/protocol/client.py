@@ -21,13 +21,17 @@ import zmq
 
 from rtlearn.protocol.schema import (DEFAULT_PREDICTION_ENDPOINT, DEFAULT_STATE_ENDPOINT, Hello,
                                      Prediction, ProtocolError, decode_prediction_message,
-                                     encode_state)
+                                     encode_state, prediction_seq)
 from rtlearn.protocol.state import JointState
 
 log = logging.getLogger(__name__)
 
 HWM = 100_000  # packets a socket may queue: 100 s at 1 kHz, so a hiccup never drops silently
 STALL = 10.0   # s without a prediction after which wait_in_flight gives up
+# states a replay publishes ahead of the daemon's predictions: the daemon reads ahead of
+# learning by at most guard.batch_queue batches (640 samples by default), then stops reading
+# until learning catches up, and the replay waits with it, so that no sample is dropped
+REPLAY_WINDOW = 1000
 
 
 def is_ipv6(endpoint: str) -> bool:
@@ -136,7 +140,9 @@ class RobotClient:
         stops reading while its learning is behind, so nothing piles up to the high-water
         marks, where ZeroMQ drops. TimeoutError when no prediction came for `stall` s."""
         while len(self._unanswered) > limit:
-            if self.recv_prediction(stall) is None:
+            if self._read_prediction(zmq.NOBLOCK, full=False) is not None:
+                continue
+            if not self._sub.poll(int(stall * 1000)):
                 raise TimeoutError(f"no prediction from the daemon for {stall:g} s with "
                                    f"{len(self._unanswered)} states unanswered (daemon gone, "
                                    f"or the packets rejected: see `rtlearn ctl status`)")
@@ -149,23 +155,27 @@ class RobotClient:
         except zmq.Again:
             pass
 
-    def _read_prediction(self, flags: int) -> Prediction | None:
+    def _read_prediction(self, flags: int, full: bool = True) -> Prediction | int | None:
+        """The next prediction (full=False: only its seq), or None if none is waiting."""
         while True:
             try:
                 frame = self._sub.recv(flags)
             except zmq.Again:
                 return None
             try:
-                msg = decode_prediction_message(frame)
+                msg = decode_prediction_message(frame) if full else prediction_seq(frame)
             except ProtocolError:
                 self.rejected += 1
                 continue
             if isinstance(msg, Hello):
                 self.daemon_hello = msg
                 continue
+            if msg is None:  # a hello, seen by its kind only
+                continue
             self.predictions += 1
+            seq = msg.seq if full else msg
             unanswered = self._unanswered
-            while unanswered and unanswered[0] <= msg.seq:
+            while unanswered and unanswered[0] <= seq:
                 unanswered.popleft()
             return msg
 
