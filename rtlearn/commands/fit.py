@@ -5,6 +5,7 @@ file that `rtlearn serve --load` starts from."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -42,6 +43,8 @@ def run(args) -> int:
     from rtlearn.service.fit import Fit, unwritable
     from rtlearn.sources.base import SourceError
 
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="rtlearn fit: %(message)s")  # screened samples, rollbacks
     if args.every < 0:
         return _fail("--every must be >= 0")
     if args.save and (why := unwritable(args.save)):
