@@ -32,6 +32,7 @@ from rtlearn.service.contexts import ContextBank
 from rtlearn.service.learning import BatchLearning, features_into, make_learner, make_screen
 from rtlearn.sources.filters import CausalDerivative
 
+
 class Fit:
     """The daemon's learning path in-process: `stream(states)` per log, then `finish()`."""
 
