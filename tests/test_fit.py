@@ -35,14 +35,15 @@ def logs(tmp_path_factory):
     return d, len(states)
 
 
-def _replayed(tmp_path, log, speed, extra=()):
-    """The daemon's final snapshot after a replay of `log` into a fresh daemon."""
+def _replayed(tmp_path, log, speed, extra=(), count=None):
+    """The daemon's final snapshot after a replay of `log` (`count` states) into a fresh
+    daemon."""
     with DaemonProcess(tmp_path / "daemon", CONFIG) as d:
         ep = d.endpoints
         assert main(["replay", str(log), "--speed", speed, "--connect", ep["state"],
                      "--predictions", ep["prediction"], *extra]) == 0
         st = d.status()
-        assert st["packets"]["predicted"] == len(LogSource(log))  # every packet read
+        assert st["packets"]["predicted"] == (count or len(LogSource(log)))  # every one read
         assert d.stop() == 0
         return snapshots.read(d.snapshot_dir / "latest.rtsnap"), st
 
@@ -134,3 +135,19 @@ def test_bad_model_files_and_paths_get_clear_errors(tmp_path, logs, capsys):
     cfg.write_text(f"[snapshots]\ndir = '{tmp_path / 'snaps'}'\n")
     assert main(["serve", "--config", str(cfg), "--load", str(tmp_path / "other.npz")]) == 2
     assert "robot 'ur5'" in capsys.readouterr().err
+
+
+def test_fit_of_a_ros2_bag_equals_its_replay(tmp_path, logs):
+    from test_sources_log import _write_bag
+
+    d, _ = logs
+    src = LogSource(d / "plain.npz")
+    a = src.arrays
+    bag = tmp_path / "arm_bag"
+    m = 3000  # 3 s: the bag's accelerations come from the causal estimate
+    _write_bag(bag, "mcap", a["t"][:m], a["q"][:m], a["qd"][:m], a["tau"][:m],
+               src.robot.joints)
+    replayed, _ = _replayed(tmp_path, bag, "max", ["--context", "arm"], count=m)
+    fitted, _ = _fitted(tmp_path, bag, ["--context", "arm"])
+    assert int(fitted[1]["counters"][1]) > m - 100  # learned, a few outliers aside
+    _same_model(replayed, fitted)
