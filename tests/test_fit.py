@@ -151,3 +151,18 @@ def test_fit_of_a_ros2_bag_equals_its_replay(tmp_path, logs):
     fitted, _ = _fitted(tmp_path, bag, ["--context", "arm"])
     assert int(fitted[1]["counters"][1]) > m - 100  # learned, a few outliers aside
     _same_model(replayed, fitted)
+
+
+def test_serve_load_refuses_to_overwrite_snapshots_without_fresh(tmp_path, logs, capsys):
+    d, _ = logs
+    _, model = _fitted(tmp_path, d / "labelled.npz")
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    (snaps / "latest.rtsnap").write_bytes(b"a trained model")
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f"[learner]\nhidden = [32, 32]\n[snapshots]\ndir = '{snaps}'\n")
+    capsys.readouterr()
+    assert main(["serve", "--config", str(cfg), "--load", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "--fresh" in err and "--resume" not in err and str(model) in err
+    assert (snaps / "latest.rtsnap").read_bytes() == b"a trained model"

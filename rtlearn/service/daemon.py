@@ -95,8 +95,9 @@ class Daemon:
         if existing and not (resume or fresh):
             raise snapshots.SnapshotsExistError(
                 f"{self.snap_dir} holds snapshots ({', '.join(p.name for p in existing)}): "
-                "start with --resume to continue from them, or with --fresh to move them "
-                f"aside into {self.snap_dir}/previous-<date>-<time>/ and start anew")
+                + ("" if load is not None else "start with --resume to continue from them, or ")
+                + f"with --fresh to move them aside into {self.snap_dir}/previous-<date>-"
+                f"<time>/ and start anew" + (f" from {load}" if load is not None else ""))
         self._move_aside = fresh and bool(existing)
         t0 = time.perf_counter()
         learner = make_learner(cfg, self.n)
