@@ -19,6 +19,7 @@ COMMANDS = {
     "replay": "replay a recorded log or ROS 2 bag",
     "record": "record a live joint stream to a log",
     "top": "live view of a running daemon (its telemetry stream)",
+    "fit": "learn logs or ROS 2 bags offline through the daemon's learning path",
     "experiment": "reproduce the paper's experiments",
     "bench": "latency benchmarks",
 }

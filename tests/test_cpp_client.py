@@ -7,7 +7,6 @@ Skipped, with the reason, where g++ or the libzmq headers are missing (.ci/run i
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess

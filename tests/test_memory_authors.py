@@ -6,7 +6,7 @@ import pytest
 
 import naive
 from rtlearn.experiments.rosenbrock import START, grad
-from rtlearn.learner import MemoryConfig, chain, clip, memory, make_optimizer
+from rtlearn.learner import MemoryConfig, memory, make_optimizer
 
 
 @pytest.mark.parametrize("name,meta", [("metagd-memadam", "adam"), ("metagd", "gd")])

@@ -9,11 +9,16 @@ HELP = "latency benchmarks (percentiles over thousands of steps)"
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="?", choices=["step", "packet", "serve", "soak"],
+    p.add_argument("target", nargs="?", choices=["step", "packet", "serve", "soak", "replay"],
                    default="step",
                    help="step: one learning step vs numpy/torch; packet: the daemon's "
                         "per-packet work alone; serve: the daemon on loopback; soak: the daemon "
-                        "fed a simulated lift and hostile frames, memory and error over time")
+                        "fed a simulated lift and hostile frames, memory and error over time; "
+                        "replay: samples/s of `rtlearn fit` and of a full-speed replay through "
+                        "the daemon on one log, and the learning step's share of each")
+    p.add_argument("--log", metavar="FILE",
+                   help="replay: the log to fit and replay (default: a simulated lift of "
+                        "--seconds)")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
     p.add_argument("--learner", choices=["mlp", "issgpr", "both"], default="mlp",
@@ -23,7 +28,7 @@ def add_arguments(p):
                    help="step: I-SSGPR's number of random features (default: ISSGPRConfig's)")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="seconds at 1 kHz for the echo and for the daemon (serve), of the "
-                        "run (soak, unless --minutes)")
+                        "run (soak, unless --minutes), of the simulated log (replay)")
     p.add_argument("--minutes", type=float, help="minutes of the run (soak)")
     p.add_argument("--hostile-rate", type=float, default=5.0,
                    help="hostile frames per second, the kinds in turn (soak)")
@@ -46,7 +51,7 @@ def _row(name, r):
 
 
 def run(args) -> int:
-    if args.target in ("serve", "packet", "soak"):
+    if args.target in ("serve", "packet", "soak", "replay"):
         from rtlearn.service.bench import packet_summary, run_packet_bench, run_serve_bench
         from rtlearn.service.config import ConfigError, read_overrides
         try:
@@ -62,6 +67,9 @@ def run(args) -> int:
         seconds = args.minutes * 60 if args.minutes is not None else args.seconds
         result = run_soak(seconds, hostile_rate=args.hostile_rate, config=overrides)
         print(report(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    elif args.target == "replay":
+        from rtlearn.benchmarks.replay import run_replay_bench
+        result = run_replay_bench(args.log, args.seconds, overrides)
     elif args.target == "serve":
         result = run_serve_bench(seconds=args.seconds, block=args.block,
                                  replay_samples=args.replay, transport=args.transport,

@@ -37,6 +37,10 @@ def add_arguments(p):
                    "run (default 20 lift, 11 sines: >= 60 s); e.g. 100 sines for 10 minutes")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
                    "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the trials on this Dask distributed cluster (e.g. "
+                        "tcp://10.0.0.5:8786; extra `cluster`; docs/results.md) instead of "
+                        "local worker processes")
     p.add_argument("--json", metavar="PATH|-", help="write the summary and per-trial results")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures to DIR")
 
@@ -120,11 +124,10 @@ def _payload_swap_options(args) -> dict:
 def run(args) -> int:
     from .interrupt import interruptible
     # Ctrl-C / SIGTERM: the trial processes end quietly, one line instead of tracebacks
-    return interruptible("experiment", lambda: _run(args))
+    return interruptible("experiment", lambda: _checked(args))
 
 
-def _run(args) -> int:
-    from rtlearn.experiments.runner import run_experiment
+def _checked(args) -> int:
     own = {"online-lift": ("methods",), "digits": ("mnist",),
            "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory"),
            "auto-context": ("robot", "task")}
@@ -141,8 +144,7 @@ def _run(args) -> int:
         except (ValueError, SourceError) as e:
             print(f"rtlearn experiment {args.name}: {e}", file=sys.stderr)
             return 2
-        return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
-                                            args.workers, args.plots, options=options))
+        return _run(args, options)
     options = {"methods": args.methods} if args.methods else {}
     if args.methods:
         from rtlearn.experiments.online_lift import method_names
@@ -160,8 +162,20 @@ def _run(args) -> int:
             print(f"rtlearn experiment digits: {e}", file=sys.stderr)
             return 2
         options["mnist"] = args.mnist
-    return _finish(args, run_experiment(args.name, args.trials, args.seed, args.quick,
-                                        args.workers, args.plots, options=options))
+    return _run(args, options)
+
+
+def _run(args, options: dict) -> int:
+    from rtlearn.experiments.runner import ClusterError, run_experiment
+    try:
+        # with --json - stdout is the JSON's: no progress lines at all
+        result = run_experiment(args.name, args.trials, args.seed, args.quick, args.workers,
+                                args.plots, progress=None if args.json == "-" else ...,
+                                options=options, scheduler=args.scheduler)
+    except ClusterError as e:
+        print(f"rtlearn experiment {args.name}: {e}", file=sys.stderr)
+        return 2
+    return _finish(args, result)
 
 
 def _finish(args, result) -> int:

@@ -16,27 +16,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="rtlearn log (.npz) or ROS 2 bag (directory, .mcap or .db3)")
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="1 = recorded pace (default), 2 = twice as fast, 'max' = no pacing")
+    add_source_arguments(parser)
+    add_publish_arguments(parser)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of reading logs and bags (replay, fit)."""
+    parser.add_argument("--context", default=None, type=context_label,
+                        help="context label given to every sample (a log's own labels are "
+                             "replaced)")
     bag = parser.add_argument_group("ROS 2 bags")
     bag.add_argument("--robot", default=None,
                      help="robot of a bag (default kuka_iiwa); logs carry their own")
     bag.add_argument("--topic", default=None, help="JointState topic, if the bag has several")
     bag.add_argument("--window", type=int, default=None,
                      help="samples of the causal acceleration estimator (default 15)")
-    bag.add_argument("--context", default=None, help="context label given to a bag's packets")
-    add_publish_arguments(parser)
 
 
-def open_source(args):
+def context_label(text: str) -> str:
+    """A label the protocol accepts (the daemon would reject the packets of another)."""
+    from rtlearn.protocol.schema import MAX_LABEL
+
+    if not 0 < len(text) <= MAX_LABEL or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a context label is 1..{MAX_LABEL} printable "
+                                         f"characters, got {text!r}")
+    return text
+
+
+def open_source(args, file=None):
+    """The JointSource of `file` (default args.file): an rtlearn log or a ROS 2 bag."""
     from rtlearn.sources.filters import DEFAULT_WINDOW
     from rtlearn.sources.log import LogSource
     from rtlearn.sources.robot import load_robot
     from rtlearn.sources.rosbag import BagSource, is_bag
 
+    file = args.file if file is None else file
     robot = load_robot(args.robot) if args.robot else None
-    if is_bag(args.file):
-        return BagSource(args.file, robot or load_robot("kuka_iiwa"), topic=args.topic,
+    if is_bag(file):
+        return BagSource(file, robot or load_robot("kuka_iiwa"), topic=args.topic,
                          window=args.window or DEFAULT_WINDOW, context=args.context)
-    return LogSource(args.file, robot=robot)
+    return LogSource(file, robot=robot, context=args.context)
 
 
 def acceleration_note(source) -> str | None:
@@ -60,6 +79,7 @@ def acceleration_note(source) -> str | None:
 
 
 def run(args) -> int:
+    from rtlearn.protocol.client import REPLAY_WINDOW
     from rtlearn.sources.base import SourceError
 
     try:
@@ -71,7 +91,8 @@ def run(args) -> int:
     if note := acceleration_note(source):
         print(f"rtlearn replay: {note}", file=sys.stderr)
     try:
-        return run_stream(source, args, {"source": "replay", "file": str(args.file)}, "replay")
+        return run_stream(source, args, {"source": "replay", "file": str(args.file)}, "replay",
+                          window=REPLAY_WINDOW)
     except SourceError as e:
         print(f"rtlearn replay: {e}", file=sys.stderr)
         return 2

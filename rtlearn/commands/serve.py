@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start anew; existing snapshots are moved to a previous-<time> "
                             "directory beside them (without --resume or --fresh, existing "
                             "snapshots refuse the start)")
+    parser.add_argument("--load", metavar="MODEL",
+                        help="start from a model file (`rtlearn fit --save`, or a snapshot): "
+                             "its learner state and bank of contexts; not with --resume")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -32,12 +35,15 @@ def run(args) -> int:
     from rtlearn.sources.base import SourceError
     from rtlearn.sources.robot import load_robot
 
+    if args.load and args.resume:
+        print("rtlearn serve: --load and --resume exclude each other", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         robot = load_robot(args.robot)
         cfg = load_config(args.config)
-        daemon = Daemon(cfg, robot, resume=args.resume, fresh=args.fresh)
+        daemon = Daemon(cfg, robot, resume=args.resume, fresh=args.fresh, load=args.load)
     except (ConfigError, SourceError, StateFileError, SnapshotPathError,
             SnapshotsExistError) as e:
         print(f"rtlearn serve: {e}", file=sys.stderr)

@@ -93,8 +93,11 @@ def open_client(args, robot):
     return protocol_client.RobotClient(**kwargs, handshake_timeout=args.wait, robot=robot)
 
 
-def run_stream(source, args, meta: dict, prog: str = "sim") -> int:
+def run_stream(source, args, meta: dict, prog: str = "sim", window: int | None = None) -> int:
     """Publish and/or record every state of `source`; print throughput and pacing figures.
+    window: at most this many states published ahead of the daemon's predictions (a replay,
+    whose every sample must be learned: it waits for a daemon that is behind, and ends once
+    every state is answered); None: never wait (a robot's stream).
     Exit 2 for a log that cannot be written or a bad endpoint, 3 when no daemon answered
     (unless --no-daemon-ok); both before anything is sent or recorded."""
     from rtlearn.protocol.client import RobotMismatchError
@@ -125,24 +128,33 @@ def run_stream(source, args, meta: dict, prog: str = "sim") -> int:
         source.close()
         print(f"rtlearn {prog}: {problem[1]}", file=sys.stderr)
         return problem[0]
-    predictions = 0
+    window = window if client is not None and client.prediction_endpoint else None
     lateness = []
     count = 0
+    code = 0
     start = time.perf_counter()
     try:
         with interrupts():  # SIGTERM too: what was recorded is written
             for state in source:
                 if client is not None:
                     client.publish(state)
-                    while client.poll_prediction() is not None:
-                        predictions += 1
+                    if window:
+                        client.wait_in_flight(window)
+                    else:
+                        while client.poll_prediction() is not None:
+                            pass
                 if writer is not None:
                     writer.append(state)
                 if args.speed:
                     lateness.append(time.perf_counter() - start - state.t / args.speed)
                 count += 1
+            if window:
+                client.wait_in_flight(0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+    except TimeoutError as e:
+        print(f"rtlearn: {e}", file=sys.stderr)
+        code = 3
     finally:
         elapsed = time.perf_counter() - start
         source.close()
@@ -156,11 +168,11 @@ def run_stream(source, args, meta: dict, prog: str = "sim") -> int:
         line += (f"; lateness behind schedule p50 {np.percentile(late, 50):.3f} ms, "
                  f"p99 {np.percentile(late, 99):.3f} ms, max {late.max():.3f} ms")
     if client is not None:
-        line += f"; {predictions} predictions received"
+        line += f"; {client.predictions} predictions received"
     if writer is not None:
         line += f"; recorded to {args.record}"
     print(line)
-    return 0
+    return code
 
 
 def run(args) -> int:

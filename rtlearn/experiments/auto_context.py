@@ -33,6 +33,7 @@ from rtlearn.service.config import defaults
 from rtlearn.service.contexts import ContextBank
 
 from . import payload_swap as ps
+from . import progress
 from .evaluate import batched
 
 DEFAULT_TRIALS = 10
@@ -72,6 +73,7 @@ def run_auto(X, Y, settings: dict, cfg: LearnerConfig):
         P = learner.predict_many(xb)   # what the daemon serves before it learns the batch
         bank.settle(learner, xb, yb)
         learner.learn_many(xb, yb)
+        progress.tick(len(xb))
         bank.learned(len(xb))
         losses.append(float(np.mean((P - yb) ** 2)))
         active.append(bank.current)

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import progress
+
 
 @dataclass
 class Checkpoint:
@@ -39,6 +41,7 @@ def prequential(learner, batches: Iterable[tuple[np.ndarray, np.ndarray]], every
         loss = np.array(learner.learn_many(X, Y), dtype=np.float64, copy=True)
         step += 1
         n_samples += 0 if X is None else len(X)
+        progress.tick(0 if X is None else len(X))
         total = loss.copy() if total is None else total + loss
         last = Checkpoint(step, n_samples, loss, total / step)
         if stop is not None and stop(loss):

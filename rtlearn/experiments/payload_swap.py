@@ -34,6 +34,7 @@ import numpy as np
 from rtlearn.learner import LearnerConfig, MemoryConfig, OnlineLearner
 from rtlearn.learner.issgpr import ISSGPR, ISSGPRConfig
 
+from . import progress
 from .evaluate import batched, prequential
 
 DEFAULT_TRIALS = 10
@@ -141,6 +142,7 @@ def run_bank(X, Y, ctx, names, cfg: LearnerConfig):
         served = learner.batch_loss(xb, yb) if bank.restoring else None
         bank.settle(learner, xb, yb)
         loss = learner.learn_many(xb, yb).mean()
+        progress.tick(len(xb))
         losses.append(loss if served is None else served)
     return np.array(losses)
 

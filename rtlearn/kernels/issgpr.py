@@ -10,7 +10,6 @@ z = R^-T b_j of every output appended as J more columns, so that one rotation up
 
 import math
 
-import numpy as np
 from numba import njit
 
 from . import JIT

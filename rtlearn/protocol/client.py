@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from typing import Sequence
 from urllib.parse import urlparse
 
@@ -24,12 +25,17 @@ import zmq
 
 from rtlearn.protocol.schema import (DEFAULT_PREDICTION_ENDPOINT, DEFAULT_STATE_ENDPOINT, Hello,
                                      Prediction, ProtocolError, decode_prediction_message,
-                                     encode_state, robot_id)
+                                     encode_state, prediction_seq, robot_id)
 from rtlearn.protocol.state import JointState
 
 log = logging.getLogger(__name__)
 
 HWM = 100_000  # packets a socket may queue: 100 s at 1 kHz, so a hiccup never drops silently
+STALL = 10.0   # s without a prediction after which wait_in_flight gives up
+# states a replay publishes ahead of the daemon's predictions: the daemon reads ahead of
+# learning by at most guard.batch_queue batches (640 samples by default), then stops reading
+# until learning catches up, and the replay waits with it, so that no sample is dropped
+REPLAY_WINDOW = 1000
 
 
 TRANSPORTS = ("tcp://", "ipc://", "inproc://", "pgm://", "epgm://", "vmci://")
@@ -108,6 +114,10 @@ class RobotClient:
         self.subscribers = 0        # subscriptions seen on the state socket
         self.daemon_hello: Hello | None = None
         self.rejected = 0           # undecodable frames on the prediction socket
+        self.predictions = 0        # predictions received
+        # seqs published whose prediction has not come back (a rejected packet's leaves when
+        # a later one is answered)
+        self._unanswered: deque[int] = deque(maxlen=HWM)
         try:
             for ep in self.state_endpoints:
                 use_endpoint(self._pub, ep)
@@ -170,7 +180,28 @@ class RobotClient:
         try:
             self._pub.send(encode_state(state, self.stream, self.rid), zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            return
+        if self._sub is not None:
+            self._unanswered.append(state.seq)
+
+    @property
+    def in_flight(self) -> int:
+        """States published whose prediction has not come back yet."""
+        return len(self._unanswered)
+
+    def wait_in_flight(self, limit: int, stall: float = STALL) -> None:
+        """Wait until at most `limit` published states await their prediction, taking the
+        predictions (counted in `predictions`) meanwhile. A sender that must not outrun the
+        daemon (a replay: every sample learned once) calls it after each publish: the daemon
+        stops reading while its learning is behind, so nothing piles up to the high-water
+        marks, where ZeroMQ drops. TimeoutError when no prediction came for `stall` s."""
+        while len(self._unanswered) > limit:
+            if self._read_prediction(zmq.NOBLOCK, full=False) is not None:
+                continue
+            if not self._sub.poll(int(stall * 1000)):
+                raise TimeoutError(f"no prediction from the daemon for {stall:g} s with "
+                                   f"{len(self._unanswered)} states unanswered (daemon gone, "
+                                   f"or the packets rejected: see `rtlearn ctl status`)")
 
     def publish_frame(self, frame: bytes) -> None:
         """Send one raw frame as it is (fuzzing and soak runs: malformed or foreign packets);
@@ -180,14 +211,15 @@ class RobotClient:
         except zmq.Again:
             pass
 
-    def _read_prediction(self, flags: int) -> Prediction | None:
+    def _read_prediction(self, flags: int, full: bool = True) -> Prediction | int | None:
+        """The next prediction (full=False: only its seq), or None if none is waiting."""
         while True:
             try:
                 frame = self._sub.recv(flags)
             except zmq.Again:
                 return None
             try:
-                msg = decode_prediction_message(frame)
+                msg = decode_prediction_message(frame) if full else prediction_seq(frame)
             except ProtocolError:
                 self.rejected += 1
                 continue
@@ -195,6 +227,13 @@ class RobotClient:
                 self._check_robot(msg)
                 self.daemon_hello = msg
                 continue
+            if msg is None:  # a hello, seen by its kind only
+                continue
+            self.predictions += 1
+            seq = msg.seq if full else msg
+            unanswered = self._unanswered
+            while unanswered and unanswered[0] <= seq:
+                unanswered.popleft()
             return msg
 
     def _check_robot(self, hello: Hello) -> None:

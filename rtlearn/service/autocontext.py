@@ -200,10 +200,11 @@ class AutoContexts:
         return self._decide(learner, bank, final=True)
 
     def _remember(self, X, Y, E) -> None:
-        for x, y, e in zip(X, Y, E):
-            self._X[self._at], self._Y[self._at] = x, y
-            self._served[self._at] = np.dot(e, e) / len(e)
-            self._at = (self._at + 1) % self.window
+        X, Y, E = X[-self.window:], Y[-self.window:], E[-self.window:]
+        rows = (self._at + np.arange(X.shape[0])) % self.window
+        self._X[rows], self._Y[rows] = X, Y
+        self._served[rows] = np.einsum("ij,ij->i", E, E) / E.shape[1]
+        self._at = (self._at + X.shape[0]) % self.window
 
     def _decide(self, learner, bank, final: bool) -> dict | None:
         """At the alarm (final=False): restore a stored context that forecasts the samples

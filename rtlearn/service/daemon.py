@@ -34,10 +34,10 @@ from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
                                      encode_prediction, encode_state, read_state, robot_id)
 from rtlearn.service import realtime, snapshots
-from rtlearn.service.config import ServiceConfig, learner_config
+from rtlearn.service.config import ServiceConfig
 from rtlearn.service.contexts import ContextBank, UnknownContextError
-from rtlearn.service.learning import BindError, LearningProcess, ServingModel, parked_models
-from rtlearn.service.screen import SampleScreen
+from rtlearn.service.learning import (BindError, LearningProcess, ServingModel, features_into,
+                                      make_learner, make_screen, parked_models)
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
 from rtlearn.service.telemetry import Telemetry
 from rtlearn.protocol.state import JointState
@@ -51,12 +51,6 @@ SWITCH_INTERVAL = 5e-5  # s; Python's GIL hand-over period (default 5 ms would s
 JOB_TIMEOUT = 120.0     # s a control command waits for the learning process
 STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that does not answer
 HELLO_INTERVAL = 0.1    # s between two hellos on the prediction socket
-
-
-def make_learner(cfg: ServiceConfig, n_joints: int) -> Learner:
-    """A fresh learner of [learner] kind, as the daemon runs it."""
-    config = learner_config(cfg, n_joints)
-    return kind_of(config).make(config, daemon=True)
 
 
 class Job:
@@ -79,10 +73,15 @@ _ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
 
 
 class Daemon:
-    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False, fresh: bool = False):
+    def __init__(self, cfg: ServiceConfig, robot, resume: bool = False, fresh: bool = False,
+                 load: str | None = None):
         """resume: continue from the newest readable snapshot generation; fresh: start anew,
         moving existing snapshots aside once the sockets are bound. With neither, existing
-        snapshots refuse the start (SnapshotsExistError): it would overwrite them."""
+        snapshots refuse the start (SnapshotsExistError): it would overwrite them. load: a
+        model file (`rtlearn fit --save`, or any snapshot) to start from instead of a fresh
+        learner; not with resume."""
+        if resume and load is not None:
+            raise ValueError("--resume and --load exclude each other")
         self.cfg, self.robot = cfg, robot
         self.n = robot.n_joints
         self.rid = robot_id(robot.name, robot.joints)
@@ -95,13 +94,19 @@ class Daemon:
         if existing and not (resume or fresh):
             raise snapshots.SnapshotsExistError(
                 f"{self.snap_dir} holds snapshots ({', '.join(p.name for p in existing)}): "
-                "start with --resume to continue from them, or with --fresh to move them "
-                f"aside into {self.snap_dir}/previous-<date>-<time>/ and start anew")
+                + ("" if load is not None else "start with --resume to continue from them, or ")
+                + f"with --fresh to move them aside into {self.snap_dir}/previous-<date>-"
+                f"<time>/ and start anew" + (f" from {load}" if load is not None else ""))
         self._move_aside = fresh and bool(existing)
         t0 = time.perf_counter()
         learner = make_learner(cfg, self.n)
         bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"])
-        self.resumed_from, self.resume_skipped = None, []
+        self.resumed_from, self.resume_skipped, self.loaded_from = None, [], None
+        if load is not None:
+            snapshots.restore(*snapshots.read_model(load, robot.name), learner, bank)
+            self.loaded_from = str(load)
+            log.info("loaded %s: %d steps, contexts %s (active %s)", load, learner.n_steps,
+                     bank.names, bank.current)
         if resume:
             newest = snapshots.read_newest(self.snap_path)  # StateFileError: none readable
             if newest is None:
@@ -124,12 +129,10 @@ class Daemon:
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
         parked = parked_models(learner, bank)  # a resumed bank's others, servable at once
         # Forked now, before this process has any thread or socket.
-        guard = cfg["guard"]
-        screen = SampleScreen(robot.torque_limits, robot.velocity_limits,
-                              float(guard["sample_margin"]), float(guard["outlier_k"]))
         telemetry = Telemetry(cfg["telemetry"], robot.name, robot.joints, self.stats.started)
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
-                                        robot.name, screen, telemetry, learning_cpus)
+                                        robot.name, make_screen(cfg, robot), telemetry,
+                                        learning_cpus)
         del learner, bank
         try:
             self._after_fork(predictor, t0, parked)
@@ -483,11 +486,9 @@ class Daemon:
         if wanted is not None and wanted != self.context and wanted not in self._refused:
             self._switch(wanted, cause)
 
-        arena, i, n = self.learning.arena, self._fill, self.n
+        arena, i = self.learning.arena, self._fill
         x = arena.X[self._slot, i]
-        x[:n] = q
-        x[n:2 * n] = qd
-        x[2 * n:] = self._qdd.update_into(t, qd, x[2 * n:]) if qdd is None else qdd
+        features_into(x, q, qd, qdd, t, self._qdd)
         arena.Y[self._slot, i] = tau
         pred = self.serving.predict(x)
         problem = K.check_torque(pred, self._limit)
@@ -665,6 +666,7 @@ class Daemon:
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
                   "resumed_from": self.resumed_from, "resume_skipped": self.resume_skipped,
+                  "loaded_from": self.loaded_from,
                   "warmup_s": self.warmup_s,
                   "realtime": self.realtime})
         return d

@@ -58,7 +58,8 @@ class DaemonProcess:
     """`rtlearn serve` in a subprocess with a config written to workdir/daemon.toml."""
 
     def __init__(self, workdir: str | Path, config: dict | None = None, robot: str = "kuka_iiwa",
-                 transport: str = "ipc", resume: bool = False, fresh: bool = False, log_file: str | None = "daemon.log",
+                 transport: str = "ipc", resume: bool = False, fresh: bool = False,
+                 load: str | None = None, log_file: str | None = "daemon.log",
                  ready_timeout: float = 60.0, server_key: str | None = None,
                  client_keys: tuple[str, str] | None = None):
         self.workdir = Path(workdir)
@@ -76,7 +77,7 @@ class DaemonProcess:
         self.snapshot_dir = Path(self.config["snapshots"]["dir"])
         cmd = [sys.executable, "-m", "rtlearn.cli", "serve", "--robot", robot,
                "--config", str(self.config_path)] + (["--resume"] if resume else []) \
-            + (["--fresh"] if fresh else [])
+            + (["--fresh"] if fresh else []) + (["--load", str(load)] if load else [])
         self.log_path = self.workdir / log_file if log_file else None
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,

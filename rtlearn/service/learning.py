@@ -38,6 +38,7 @@ from rtlearn.learner import StateFileError
 from rtlearn.learner.api import Learner, kind_of
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.autocontext import AutoContexts
+from rtlearn.service.config import learner_config
 from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RING, RateLimitedLog, Stats
@@ -97,6 +98,32 @@ class Arena:
             learner.copy_model_into(self.model)
             self.header[1] = epoch
             self.header[0] += 1
+
+
+def make_learner(cfg, n_joints: int) -> Learner:
+    """A fresh learner of [learner] kind for an arm of n_joints, as the daemon runs it."""
+    config = learner_config(cfg, n_joints)
+    return kind_of(config).make(config, daemon=True)
+
+
+def make_screen(cfg, robot) -> SampleScreen:
+    """The sample screen of a daemon config ([guard]) for `robot`'s limits."""
+    guard = cfg["guard"]
+    return SampleScreen(robot.torque_limits, robot.velocity_limits,
+                        float(guard["sample_margin"]), float(guard["outlier_k"]))
+
+
+def features_into(x: np.ndarray, q, qd, qdd, t: float, derivative) -> None:
+    """One sample's feature row x = (q, qd, qdd), in place (the per-packet path: no
+    allocation). qdd None (an arm that gives none): the causal estimate of `derivative`
+    (rtlearn.sources.filters.CausalDerivative) from qd and the time stamp t."""
+    n = q.shape[0]
+    x[:n] = q
+    x[n:2 * n] = qd
+    if qdd is None:
+        derivative.update_into(t, qd, x[2 * n:])
+    else:
+        x[2 * n:] = qdd
 
 
 class ServingModel:
@@ -184,7 +211,145 @@ def _die_with_parent() -> None:
         pass
 
 
-class LearningProcess:
+class BatchLearning:
+    """The learning state (learner, context bank, sample screen, automatic contexts, guards,
+    statistics) and everything a batch or a context switch does to it, in order, without
+    sockets or processes. The learning process runs it on the batches the serving process
+    hands over; `rtlearn fit` (rtlearn.service.fit) runs the very same object on the batches
+    of a log, so a fit and a replay through the daemon learn alike."""
+
+    def __init__(self, learner: Learner, bank: ContextBank, cfg: dict,
+                 screen: SampleScreen):
+        self.cfg, self.guard, self.screen = cfg, cfg["guard"], screen
+        self.learner, self.bank = learner, bank
+        self.config = learner.config
+        self.auto = AutoContexts(cfg["contexts"], self.config.n_joints, self.config.n_inputs)
+        self.stats = Stats(self.config.n_joints)
+        self.say = RateLimitedLog(log, self.guard["log_interval"])
+        self._good = None
+        self._save_good()
+
+    def publish(self) -> None:
+        """The model to serve changed (the learning process publishes it; in-process, no
+        one serves meanwhile)."""
+
+    def _screened(self, X, Y, P):
+        """The samples of a batch to learn from (rtlearn.service.screen): the others are
+        counted by reason and left out, the rest of the batch is still learned. Residuals
+        are the learning model's own, not the served ones: a served copy may be a step or
+        several behind, and one published in the middle of a batch would make its residuals
+        jump there. P None: the served predictions are the learning model's own."""
+        own = self.learner.predict_many(X)
+        P = own if P is None else P
+        keep = self.screen.keep(self.learner, X, Y, own)
+        if keep.all():
+            return X, Y, P
+        n = X.shape[0]
+        self.say("excluded", f"{n - int(keep.sum())} of {n} samples of a batch not learned: "
+                             f"beyond the robot's limits or outliers (status learning.excluded: "
+                             f"{self.screen.counts})")
+        return X[keep], Y[keep], P[keep]
+
+    def learn(self, X, Y, P=None, rollback: bool = False, labelled: bool = False,
+              now: float | None = None) -> dict | None:
+        """One batch: X features, Y torques, P the predictions served for them (None: the
+        learning model's own). rollback: a served prediction was not finite; labelled: a
+        packet of the batch carried a context label; now: seconds of the clock automatic
+        contexts measure label silence with (default monotonic wall time). Returns the
+        automatic switch to carry out (`switch`) before the next batch, or None."""
+        t0 = time.perf_counter()
+        if rollback:
+            self._rollback("a served prediction was not finite")
+        X, Y, P = self._screened(X, Y, P)
+        n = X.shape[0]
+        if n == 0:
+            return None
+        err = P - Y
+        sq = np.einsum("ij,ij->j", err, err)
+        self.bank.settle(self.learner, X, Y)
+        loss = self.learner.learn_many(X, Y)
+        mean = float(loss.mean())
+        ref = float(self.stats.learn_loss.mean())
+        exploded = (kind_of(self.learner).diverges and self.stats.preq_count > 1000
+                    and ref > 0 and mean > self.guard["explode_factor"] * ref)
+        good = math.isfinite(mean) and not exploded
+        if not good:
+            self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
+        else:
+            self.stats.add_prequential(sq, n, loss)
+            if self.learner.n_steps % int(self.guard["good_every"]) == 0:
+                self._save_good()
+            self.bank.learned(n)
+        self.publish()
+        decision = None
+        if good:  # after the publication: detection never delays the served model
+            decision = self.auto.after_batch(self.learner, self.bank, X, Y, P, labelled, now)
+            if decision is not None:
+                self.say("auto", f"payload change found: {decision['decision']} context "
+                                 f"{decision['context']!r}", logging.INFO)
+        self.stats.steps += 1
+        self.stats.samples_learned += n
+        self.stats.step_time.add(time.perf_counter() - t0)
+        return decision
+
+    def switch(self, name: str, cause: str = "label") -> str:
+        """Make context `name` active; cause: label, ctl (an override) or auto. Returns
+        ContextBank.switch's outcome, or 'refused' when the bank is full."""
+        left = self.bank.current
+        try:
+            outcome = self.auto.switch(self.learner, self.bank, name)
+        except ContextLimitError as e:
+            outcome = "refused"
+            self.say("context", str(e), logging.ERROR)
+        if self.bank.last_evicted is not None:
+            self.stats.contexts_evicted += 1
+        if outcome in ("created", "restored"):
+            self.stats.context_switches += 1
+            if outcome == "created":
+                self.stats.contexts_created += 1
+            else:
+                self.stats.contexts_restored += 1
+            self._save_good()
+        self.publish()
+        if outcome != "same":
+            log.info("context %r -> %r (%s; %s)%s", left, name, outcome, _CAUSES[cause],
+                     f"; evicted {self.bank.last_evicted!r}" if self.bank.last_evicted else "")
+        return outcome
+
+    def _save_good(self) -> None:
+        if self.learner.is_finite():
+            self._good = (self.bank.current, self.learner.network_state(),
+                          self.learner.memory_state(), self.learner.n_steps)
+
+    def _rollback(self, why: str) -> None:
+        ctx, net, mem, step = self._good
+        if ctx == self.bank.current:
+            self.learner.set_network_state(net)
+        self.learner.set_memory_state(mem, transfer=False)
+        self.stats.rollbacks += 1
+        self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
+        self.publish()
+
+    def _replace(self, learner: Learner, bank: ContextBank, why: str) -> None:
+        """A new learner and bank (why: loaded, reset)."""
+        self.learner, self.bank = learner, bank
+        self.auto.restart()
+        self.stats.reset_losses()
+        self._save_good()
+        self.publish()
+
+    def status(self) -> dict:
+        lr = self.learner
+        stats = self.stats.as_dict()
+        stats["contexts"]["settled"] = dict(self.bank.settled)
+        stats["learning"]["excluded"] = dict(self.screen.counts)
+        return {"stats": stats, "contexts_known": self.bank.names,
+                "auto": self.auto.status(), "options": lr.options(),
+                "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
+                            **kind_of(lr).status(lr)}}
+
+
+class LearningProcess(BatchLearning):
     """Serving-process handle of the learning process, and (after the fork) its main loop.
 
     Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested,
@@ -200,14 +365,12 @@ class LearningProcess:
     def __init__(self, learner: Learner, bank: ContextBank, cfg: dict,
                  make_learner, robot_name: str, screen: SampleScreen, telemetry: Telemetry,
                  cpus: set[int] | None = None):
-        self.cfg, self.guard, self.cpus, self.screen = cfg, cfg["guard"], cpus, screen
-        self.make_learner, self.robot_name = make_learner, robot_name
+        self.cpus, self.make_learner, self.robot_name = cpus, make_learner, robot_name
         self.telemetry = telemetry
-        self.arena = Arena(learner, int(self.guard["batch_queue"]),
+        self.arena = Arena(learner, int(cfg["guard"]["batch_queue"]),
                            int(cfg["learner"]["batch_size"]))
-        self.learner, self.bank, self.epoch = learner, bank, 0
-        self.config = learner.config
-        self.auto = AutoContexts(cfg["contexts"], self.config.n_joints, self.config.n_inputs)
+        self.epoch = 0
+        super().__init__(learner, bank, cfg, screen)
         self.arena.publish(learner, 0)
         self.conn, child = multiprocessing.Pipe(duplex=True)
         self.proc = multiprocessing.get_context("fork").Process(
@@ -224,10 +387,35 @@ class LearningProcess:
             self.kill()
             raise BindError(why)
 
+    def switch(self, name: str, cause: str = "label") -> str:
+        left = self.bank.current
+        outcome = super().switch(name, cause)
+        if self.telemetry.active:
+            self.telemetry.switched(left, self.bank.current, outcome, cause)
+        return outcome
+
+    def _replace(self, learner: Learner, bank: ContextBank, why: str) -> None:
+        if self.telemetry.active:
+            self.telemetry.switched(self.bank.current, bank.current, why, "command")
+        super()._replace(learner, bank, why)
+
     def kill(self) -> None:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(5)
+
+    def publish(self) -> None:
+        """At once while learning keeps up. While batches wait (a replay at full speed), at
+        most every PUBLISH_LAG changes, and once the queue runs dry: copying the whole model
+        out costs ~5% of a step (45 us of ~1 ms), and the serving side, reading ahead of
+        learning then, has no use for every version."""
+        self._stale += 1
+        if self._stale >= PUBLISH_LAG or not self.conn.poll():
+            self._publish_now()
+
+    def _publish_now(self) -> None:
+        self.arena.publish(self.learner, self.epoch)
+        self._stale = 0
 
     # -- the learning process -------------------------------------------------------------
     def _main(self, conn) -> None:
@@ -239,15 +427,14 @@ class LearningProcess:
             realtime.lowest_priority()
         self.conn = conn
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
-        self.stats = Stats(self.config.n_joints)
-        self.say = RateLimitedLog(log, self.guard["log_interval"])
-        self._good = None
-        self._save_good()
         self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
         tel = self.telemetry if self.telemetry.active else None
         self._send(("ready", tel.open(self.arena) if tel is not None else None))
+        self._stale = 0  # changes of the model not published yet
         while True:
+            if self._stale and not conn.poll():
+                self._publish_now()
             if tel is not None:
                 if tel.wait() == 0.0:  # also in a flood of batches
                     tel.publish(self)
@@ -257,8 +444,14 @@ class LearningProcess:
             kind = msg[0]
             if kind == "batch":
                 _, slot, n, rollback, labelled = msg
+                a = self.arena
+                if tel is not None:
+                    tel.batch(slot, n, self.bank.current)
                 try:
-                    self._learn(slot, n, rollback, labelled)
+                    decision = self.learn(a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n],
+                                          rollback, labelled)
+                    if decision is not None:
+                        self._send(("auto", decision["context"], self.epoch))
                 except Exception:
                     log.exception("learning step failed; rolling back")
                     self._rollback("exception in the learning step")
@@ -295,101 +488,9 @@ class LearningProcess:
         text = str(error) if reason != "internal" else f"{type(error).__name__}: {error}"
         self._send(("reply", job_id, False, (reason, text)))
 
-    def _screened(self, slot: int, n: int):
-        """The samples of a slot to learn from (rtlearn.service.screen): the others are
-        counted by reason and left out, the rest of the batch is still learned. Residuals
-        are the learning model's own, not the served ones: a served copy may be a step or
-        several behind, and one published in the middle of a batch would make its residuals
-        jump there."""
-        a = self.arena
-        X, Y, P = a.X[slot, :n], a.Y[slot, :n], a.P[slot, :n]
-        keep = self.screen.keep(self.learner, X, Y, self.learner.predict_many(X))
-        if keep.all():
-            return X, Y, P
-        self.say("excluded", f"{n - int(keep.sum())} of {n} samples of a batch not learned: "
-                             f"beyond the robot's limits or outliers (status learning.excluded: "
-                             f"{self.screen.counts})")
-        return X[keep], Y[keep], P[keep]
-
-    def _learn(self, slot: int, n: int, rollback: bool, labelled: bool) -> None:
-        t0 = time.perf_counter()
-        if self.telemetry.active:
-            self.telemetry.batch(slot, n, self.bank.current)
-        if rollback:
-            self._rollback("a served prediction was not finite")
-        X, Y, P = self._screened(slot, n)
-        n = X.shape[0]
-        if n == 0:
-            return
-        a = self.arena
-        err = P - Y
-        sq = np.einsum("ij,ij->j", err, err)
-        self.bank.settle(self.learner, X, Y)
-        loss = self.learner.learn_many(X, Y)
-        mean = float(loss.mean())
-        ref = float(self.stats.learn_loss.mean())
-        exploded = (kind_of(self.learner).diverges and self.stats.preq_count > 1000
-                    and ref > 0 and mean > self.guard["explode_factor"] * ref)
-        good = math.isfinite(mean) and not exploded
-        if not good:
-            self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
-        else:
-            self.stats.add_prequential(sq, n, loss)
-            if self.learner.n_steps % int(self.guard["good_every"]) == 0:
-                self._save_good()
-            self.bank.learned(n)
-        a.publish(self.learner, self.epoch)
-        if good:  # after the publication: detection never delays the served model
-            self._detect(X, Y, P, labelled)
-        self.stats.steps += 1
-        self.stats.samples_learned += n
-        self.stats.step_time.add(time.perf_counter() - t0)
-
-    def _detect(self, X, Y, P, labelled: bool) -> None:
-        """Payload changes without labels (rtlearn.service.autocontext): a decided switch
-        goes to the serving process, which sends it back as a switch job with its epoch."""
-        decision = self.auto.after_batch(self.learner, self.bank, X, Y, P, labelled)
-        if decision is not None:
-            self._send(("auto", decision["context"], self.epoch))
-            self.say("auto", f"payload change found: {decision['decision']} context "
-                             f"{decision['context']!r}", logging.INFO)
-
-    def _save_good(self) -> None:
-        if self.learner.is_finite():
-            self._good = (self.bank.current, self.learner.network_state(),
-                          self.learner.memory_state(), self.learner.n_steps)
-
-    def _rollback(self, why: str) -> None:
-        ctx, net, mem, step = self._good
-        if ctx == self.bank.current:
-            self.learner.set_network_state(net)
-        self.learner.set_memory_state(mem, transfer=False)
-        self.stats.rollbacks += 1
-        self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
-        self.arena.publish(self.learner, self.epoch)
-
-    def _replace(self, learner: Learner, bank: ContextBank, epoch: int, why: str) -> None:
-        if self.telemetry.active:
-            self.telemetry.switched(self.bank.current, bank.current, why, "command")
-        self.learner, self.bank, self.epoch = learner, bank, epoch
-        self.auto.restart()
-        self.stats.reset_losses()
-        self._save_good()
-        self.arena.publish(learner, epoch)
-
-    def _status(self) -> dict:
-        lr = self.learner
-        stats = self.stats.as_dict()
-        stats["contexts"]["settled"] = dict(self.bank.settled)
-        stats["learning"]["excluded"] = dict(self.screen.counts)
-        return {"stats": stats, "contexts_known": self.bank.names,
-                "auto": self.auto.status(), "options": lr.options(),
-                "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
-                            **kind_of(lr).status(lr)}}
-
     # -- jobs: ("job", id, name, args) runs _job_<name>(job_id=id, **args) ------------------
     def _job_status(self, job_id: int) -> dict:
-        return self._status()
+        return self.status()
 
     def _job_contexts(self, job_id: int) -> dict:
         return {"contexts": self.bank.listing()}
@@ -398,28 +499,8 @@ class LearningProcess:
         """The serving side has switched already; it learns the outcome from the reply (and
         the bank's names, in case a load it has not heard of yet changed them). cause:
         label, ctl (an override) or auto."""
-        left = self.bank.current
-        try:
-            outcome = self.auto.switch(self.learner, self.bank, name)
-        except ContextLimitError as e:
-            outcome = "refused"
-            self.say("context", str(e), logging.ERROR)
         self.epoch = epoch  # the serving side takes only models of this epoch from now on
-        if self.bank.last_evicted is not None:
-            self.stats.contexts_evicted += 1
-        if outcome in ("created", "restored"):
-            self.stats.context_switches += 1
-            if outcome == "created":
-                self.stats.contexts_created += 1
-            else:
-                self.stats.contexts_restored += 1
-            self._save_good()
-        self.arena.publish(self.learner, epoch)
-        if self.telemetry.active:
-            self.telemetry.switched(left, self.bank.current, outcome, cause)
-        if outcome != "same":
-            log.info("context %r -> %r (%s; %s)%s", left, name, outcome, _CAUSES[cause],
-                     f"; evicted {self.bank.last_evicted!r}" if self.bank.last_evicted else "")
+        outcome = self.switch(name, cause)
         return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
                 "evicted": self.bank.last_evicted}
 
@@ -438,15 +519,17 @@ class LearningProcess:
         learner = self.make_learner()
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
-        self._replace(learner, bank, epoch, "loaded")
+        self.epoch = epoch
+        self._replace(learner, bank, "loaded")
         log.info("loaded %s: %d steps, contexts %s (active %r)", path, learner.n_steps,
                  bank.names, bank.current)
         return {"loaded": path, "context": bank.current, "contexts": bank.names,
                 "parked": parked_models(learner, bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
+        self.epoch = epoch
         self._replace(self.make_learner(),
-                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch, "reset")
+                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), "reset")
         log.info("reset: everything learned forgotten (networks, memories, contexts); "
                  "starting again in context %r", context)
         return {"reset": True, "context": context, "contexts": [context]}
@@ -463,6 +546,7 @@ class LearningProcess:
 
 
 DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
+PUBLISH_LAG = 10     # model changes the served copy may lag while batches are waiting
 _CAUSES = {"label": "packet label", "ctl": "ctl context override",
            "auto": "payload change found without labels"}
 

@@ -157,6 +157,16 @@ def learner_config(meta: dict):
     return kind_of(meta.get("kind", "mlp")).config_from_dict(meta["learner"])
 
 
+def read_model(path, robot_name: str) -> tuple[dict, dict]:
+    """A model file to start from (`rtlearn fit --save`, `serve --load`, `fit --load`): any
+    daemon snapshot, which holds the learner's configuration, the memories and every context
+    of the bank. StateFileError for a missing, corrupt or foreign file or another robot's."""
+    meta, arrays = read(Path(path))
+    if meta.get("robot", robot_name) != robot_name:
+        raise StateFileError(f"{path}: a model of robot {meta['robot']!r}, not of {robot_name!r}")
+    return meta, arrays
+
+
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
     """Load a snapshot read by `read` into an idle learner built with the same config."""
     if learner_config(meta) != learner.config:

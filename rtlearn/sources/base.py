@@ -1,13 +1,11 @@
-"""The joint-state contract shared by every source (see docs/architecture.md) and the errors
-sources raise on bad input. Every error message names the file and the field at fault."""
+"""The source interface every producer of joint states implements (JointSource; the JointState
+contract itself is rtlearn.protocol.state) and the errors sources raise on bad input. Every error message names the file and the field at fault."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import time
 from typing import TYPE_CHECKING, Iterable, Iterator
-
-import numpy as np
 
 from rtlearn.protocol.state import JointState
 

@@ -231,9 +231,11 @@ def logged_robot(header: dict, path: Path) -> RobotSpec:
 
 class LogSource(JointSource):
     """Replays a log. speed=None: as fast as the consumer takes it; speed=1.0: at the recorded
-    pace (absolute deadlines from the time stamps); 2.0: twice as fast."""
+    pace (absolute deadlines from the time stamps); 2.0: twice as fast. context: the label of
+    every state, in place of the log's own."""
 
-    def __init__(self, path: str | Path, speed: float | None = None, robot: RobotSpec | None = None):
+    def __init__(self, path: str | Path, speed: float | None = None, robot: RobotSpec | None = None,
+                 context: str | None = None):
         self.path = Path(path)
         self.header, self.arrays = read_log(self.path)
         self.robot = robot or logged_robot(self.header, self.path)
@@ -241,7 +243,7 @@ class LogSource(JointSource):
             raise LogFormatError(self.path, "header.n_joints",
                                  f"{self.header['n_joints']} joints but robot {self.robot.name} has "
                                  f"{self.robot.n_joints}")
-        self.speed = speed
+        self.speed, self.context = speed, context
 
     def __len__(self) -> int:
         return self.header["count"]
@@ -257,4 +259,4 @@ class LogSource(JointSource):
             c = int(a["context"][i])
             yield JointState(seq=int(a["seq"][i]), t=float(a["t"][i]), q=a["q"][i].copy(),
                              qd=a["qd"][i].copy(), qdd=acc, tau=a["tau"][i].copy(),
-                             context=contexts[c] if c >= 0 else None)
+                             context=self.context or (contexts[c] if c >= 0 else None))
