@@ -6,7 +6,9 @@ layer widths [n_in, h_1, ..., h_L, 1]. Hidden layers use ReLU, the output is lin
 Activations for a batch live in `acts` (B, sum(dims)); `deltas` has the same shape. The
 one-sample forward pass of the per-packet path, `mlp_predict_one`, takes `acts` 1-D.
 Inner loops run over contiguous 1-D slices: with plain 2-D offset indexing LLVM did not
-vectorise them (measured 5x slower).
+vectorise them (measured 5x slower). theta, grad and the activations share one dtype, float32
+or float64; accumulators start from a zero of that dtype (`theta.dtype.type(0)`) because a
+float64 literal would widen float32 loops to float64.
 """
 
 import math
@@ -23,6 +25,7 @@ LOSS_LOGISTIC = 1
 @njit(**JIT)
 def _forward_joint(row, dims, acts, n_batch):
     """Eq. N1: a_{l+1} = relu(W_l a_l + b_l), last layer linear; returns the output column."""
+    zero = row.dtype.type(0)
     p = 0
     a_off = 0
     n_layers = dims.shape[0] - 1
@@ -37,12 +40,12 @@ def _forward_joint(row, dims, acts, n_batch):
             bias = row[b_off + o]
             for b in range(n_batch):
                 x = acts[b, a_off: a_off + n_in]
-                s = 0.0
+                s = zero
                 for i in range(n_in):
                     s += w[i] * x[i]
                 s += bias
-                if not last and s < 0.0:
-                    s = 0.0
+                if not last and s < zero:
+                    s = zero
                 acts[b, o_off + o] = s
         p = b_off + n_out
         a_off = o_off
@@ -52,6 +55,7 @@ def _forward_joint(row, dims, acts, n_batch):
 @njit(**JIT)
 def _backward_joint(row, grad, dims, acts, deltas, n_batch):
     """Eq. N2: backpropagation. Expects dL/d(output) in deltas[:, output column]; writes dL/dtheta."""
+    zero = row.dtype.type(0)
     n_layers = dims.shape[0] - 1
     # Offsets of each layer's parameters and activations, walked from the top.
     p_end = 0
@@ -73,11 +77,11 @@ def _backward_joint(row, grad, dims, acts, deltas, n_batch):
         for o in range(n_out):
             w = row[p + o * n_in: p + (o + 1) * n_in]
             gw = grad[p + o * n_in: p + (o + 1) * n_in]
-            gb = 0.0
-            gw[:] = 0.0
+            gb = zero
+            gw[:] = zero
             for b in range(n_batch):
                 d = deltas[b, o_off + o]
-                if d == 0.0:
+                if d == zero:
                     continue
                 gb += d
                 x = acts[b, i_off: i_off + n_in]
@@ -93,8 +97,8 @@ def _backward_joint(row, grad, dims, acts, deltas, n_batch):
                 x = acts[b, i_off: i_off + n_in]
                 di = deltas[b, i_off: i_off + n_in]
                 for i in range(n_in):
-                    if x[i] <= 0.0:
-                        di[i] = 0.0
+                    if x[i] <= zero:
+                        di[i] = zero
         p_end = p
         a_off = i_off
 
@@ -155,6 +159,7 @@ def _forward_one(row, dims, acts):
     Four rows of W at a time: each activation load feeds four dot products, and each runs
     over a contiguous row slice so LLVM vectorises it (blocks of 2 or 8 rows measured slower).
     """
+    zero = row.dtype.type(0)
     p = 0
     a_off = 0
     n_layers = dims.shape[0] - 1
@@ -167,7 +172,7 @@ def _forward_one(row, dims, acts):
         z = acts[a_off + n_in: a_off + n_in + n_out]
         # ReLU as max(s, lo) without a branch; -inf leaves the output layer linear. max keeps
         # a NaN (as `s < 0` does in _forward_joint) since the flags exclude 'nnan'/'ninf'.
-        lo = 0.0 if l < n_layers - 1 else -np.inf
+        lo = zero if l < n_layers - 1 else row.dtype.type(-np.inf)
         n_block = n_out - n_out % 4
         for o in range(0, n_block, 4):
             q = o * n_in
@@ -175,10 +180,10 @@ def _forward_one(row, dims, acts):
             w1 = w[q + n_in: q + 2 * n_in]
             w2 = w[q + 2 * n_in: q + 3 * n_in]
             w3 = w[q + 3 * n_in: q + 4 * n_in]
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
+            s0 = zero
+            s1 = zero
+            s2 = zero
+            s3 = zero
             for i in range(n_in):
                 ai = a[i]
                 s0 += w0[i] * ai
@@ -191,7 +196,7 @@ def _forward_one(row, dims, acts):
             z[o + 3] = max(s3 + b[o + 3], lo)
         for o in range(n_block, n_out):
             wo = w[o * n_in: (o + 1) * n_in]
-            s = 0.0
+            s = zero
             for i in range(n_in):
                 s += wo[i] * a[i]
             z[o] = max(s + b[o], lo)

@@ -15,8 +15,10 @@ from .robust import ResidualScale
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-learner"
-STATE_VERSION = 3   # 2: the normaliser counts split into norm.x_count / norm.y_count;
-                    # 3: the residual scale of the outlier screen, resid.*
+STATE_VERSION = 4   # 2: the normaliser counts split into norm.x_count / norm.y_count;
+                    # 3: the residual scale of the outlier screen, resid.*;
+                    # 4: config.dtype (files before it hold float64 learners)
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class LearnerConfig:
     hd_beta: float | None = None
     hd_per_group: bool = False
     seed: int = 0
+    dtype: str = "float64"        # of weights, gradients, optimizer and memory state
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -48,6 +51,8 @@ class LearnerConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not (self.lr > 0 and self.grad_clip > 0):
             raise ValueError("lr and grad_clip must be > 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         self.memory.validate()
 
     def to_dict(self) -> dict:
@@ -60,6 +65,12 @@ class LearnerConfig:
         if unknown:
             raise ValueError(f"unknown learner config keys: {sorted(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "LearnerConfig":
+        """From a config saved in a file: one written before `dtype` existed ran in float64,
+        whatever today's default."""
+        return cls.from_dict({"dtype": "float64", **d})
 
 
 @dataclass
@@ -89,12 +100,14 @@ class OnlineLearner:
     def __init__(self, config: LearnerConfig = LearnerConfig()):
         self.config = config
         c = config
-        self.net = MLPStack(c.n_joints, c.n_inputs, c.hidden, c.batch_size, c.loss, c.seed)
+        self.net = MLPStack(c.n_joints, c.n_inputs, c.hidden, c.batch_size, c.loss, c.seed,
+                            np.dtype(c.dtype))
         self.norm = Normalizer(c.n_inputs, c.n_joints, c.normalize if c.loss == "mse" else
                                ("input" if c.normalize != "none" else "none"))
         self.optimizer = make_optimizer(c.optimizer, c.lr, c.grad_clip, c.memory, c.hd_beta,
                                         c.hd_per_group)
-        self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds)
+        self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds,
+                                             self.net.theta.dtype)
         self.resid = ResidualScale(c.n_joints)  # kept by the daemon's sample screen
         self.n_steps = 0
         self.n_samples = 0
@@ -283,7 +296,7 @@ class OnlineLearner:
     @classmethod
     def load(cls, path) -> "OnlineLearner":
         meta, arrays = load_state(path, STATE_KIND, (1, 2, STATE_VERSION))
-        learner = cls(LearnerConfig.from_dict(meta["config"]))
+        learner = cls(LearnerConfig.from_saved(meta["config"]))
         learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
         learner.optimizer.load(learner.opt_state,
                                {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")},

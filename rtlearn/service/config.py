@@ -43,6 +43,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "normalize": "none, input or both: running standardisation of inputs / targets",
         "grad_clip": "gradient clip",
         "seed": "weight initialisation seed",
+        "dtype": "float32 or float64: weights, gradients, optimizer and memory state "
+                 "(docs/performance.md, \"Learning step\")",
         "memory": "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, key, "
                   "rate_min, rate_max, ...; docs/algorithm.md); lr0 is [learner] lr",
     }.items()},

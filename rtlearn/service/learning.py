@@ -51,18 +51,21 @@ class Arena:
         c = learner.config
         theta = learner.net.theta
         n_in, n_out, b = c.n_inputs, c.n_joints, c.batch_size
-        shapes = {"header": ((2,), np.int64), "theta": (theta.shape, np.float64),
+        shapes = {"header": ((2,), np.int64), "theta": (theta.shape, theta.dtype),
                   "x_mean": ((n_in,), np.float64), "x_scale": ((n_in,), np.float64),
                   "y_mean": ((n_out,), np.float64), "y_scale": ((n_out,), np.float64),
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
                   "P": ((slots, b, n_out), np.float64)}
-        size = sum(int(np.prod(s)) * 8 for s, _ in shapes.values())
-        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        # every block a multiple of 8 bytes, so every view stays aligned (theta may be float32)
+        nbytes = {k: -(-int(np.prod(s)) * np.dtype(t).itemsize // 8) * 8
+                  for k, (s, t) in shapes.items()}
+        # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        self._map = mmap.mmap(-1, sum(nbytes.values()))
         views, offset = {}, 0
         for name, (shape, dtype) in shapes.items():
             n = int(np.prod(shape))
             views[name] = np.frombuffer(self._map, dtype, n, offset).reshape(shape)
-            offset += n * 8
+            offset += nbytes[name]
         self.header = views["header"]
         self.model = ModelCopy(*(views[k] for k in ("theta", "x_mean", "x_scale", "y_mean",
                                                     "y_scale")))

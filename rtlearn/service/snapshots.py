@@ -142,7 +142,7 @@ def read(path: Path) -> tuple[dict, dict]:
         names = meta["contexts"]
         if meta["current"] not in names:
             raise KeyError("current")
-        LearnerConfig.from_dict(meta["learner"])
+        LearnerConfig.from_saved(meta["learner"])
     except (KeyError, TypeError, ValueError) as e:
         raise StateFileError(f"{path}: inconsistent snapshot header ({e})") from None
     return meta, arrays
@@ -150,7 +150,7 @@ def read(path: Path) -> tuple[dict, dict]:
 
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
     """Load a snapshot read by `read` into an idle learner built with the same config."""
-    if LearnerConfig.from_dict(meta["learner"]) != learner.config:
+    if LearnerConfig.from_saved(meta["learner"]) != learner.config:
         raise StateFileError("snapshot was made with another learner configuration: "
                              f"{meta['learner']}")
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
