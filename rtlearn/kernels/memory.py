@@ -59,15 +59,15 @@ def _node_of(x, clip, inv_step, j_last):
 def _node_range(x, lo, hi, clip, inv_step, j_last):
     """Nodes first_j .. last_j + 1 hold every interval the keys x[lo:hi] fall in (only those
     are tabulated or collected: keys crowd a few spacings around zero). Used only when the
-    memory does not learn; learning steps get it from _deposit_group's pass."""
-    x_min = clip
-    x_max = -clip
+    memory does not learn; learning steps get it from _deposit_group's pass. Integer min/max:
+    LLVM vectorises those reductions, not float ones (without fastmath 'nnan')."""
+    j_min = np.int32(j_last)
+    j_max = np.int32(0)
     for i in range(lo, hi):
-        xc = _clip_key(x[i], clip)
-        x_min = min(x_min, xc)
-        x_max = max(x_max, xc)
-    return (int(_node_of(x_min, clip, inv_step, j_last)),
-            int(_node_of(x_max, clip, inv_step, j_last)) + 1)
+        j = np.int32(_node_of(_clip_key(x[i], clip), clip, inv_step, j_last))
+        j_min = min(j_min, j)
+        j_max = max(j_max, j)
+    return int(j_min), int(j_max) + 1
 
 
 @njit(**JIT)
@@ -142,14 +142,16 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
 
     The same pass finds the node range of x_prev (what _collect reads) and of the clipped
     key x (what the prediction tabulates): returns (j_lo, j_hi + 1) of each, as
-    _node_range would, without two more passes over the coordinates."""
+    _node_range would, without two more passes over the coordinates (integer min/max, which
+    LLVM vectorises)."""
     n2 = acc.shape[1]
     flat = acc.reshape(-1)
     h0, h1, h2, h3 = hw[0], hw[1], hw[2], hw[3]
-    x_min = clip
-    x_max = -clip
-    j_min = j_last + j_last
-    j_max = 0.0 * j_last
+    top = np.int32(j_last)
+    p_min = top + top
+    p_max = np.int32(0)
+    x_min = top
+    x_max = np.int32(0)
     for b_lo in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - b_lo)
         k = key[b_lo:b_lo + m]
@@ -157,12 +159,14 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
         for t in range(m):
             xp = kp[t]
             x = _clip_key(k[t], clip)
-            x_min = min(x_min, x)
-            x_max = max(x_max, x)
+            jx = np.int32(_node_of(x, clip, inv_step, j_last))
+            x_min = min(x_min, jx)
+            x_max = max(x_max, jx)
             s = min(one, max(-one, x * xp))
             _hermite(xp, clip, inv_step, j_last, one, t, js, hw)
-            j_min = min(j_min, js[t])
-            j_max = max(j_max, js[t])
+            jp = np.int32(js[t])
+            p_min = min(p_min, jp)
+            p_max = max(p_max, jp)
             h0[t] *= s
             h1[t] *= s
             h2[t] *= s
@@ -173,9 +177,7 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
             flat[r + 1] += h1[t]
             flat[r + 2] += h2[t]
             flat[r + 3] += h3[t]
-    return (int(j_min) // 2, int(j_max) // 2 + 1,
-            int(_node_of(x_min, clip, inv_step, j_last)),
-            int(_node_of(x_max, clip, inv_step, j_last)) + 1)
+    return int(p_min) // 2, int(p_max) // 2 + 1, int(x_min), int(x_max) + 1
 
 
 @njit(**JIT)
