@@ -11,6 +11,7 @@ from ..kernels.optim import all_finite, copy_into
 from .memory import MemoryConfig
 from .network import MLPStack, Normalizer
 from .optim import OPTIMIZERS, make_optimizer
+from .parallel import JointShards, NotSeparable
 from .robust import ResidualScale
 from .state_io import load_state, save_state
 
@@ -116,6 +117,30 @@ class OnlineLearner:
         self._xb = np.zeros((c.batch_size, c.n_inputs))
         self._yb = np.zeros((c.batch_size, c.n_joints))
         self._fill = 0
+        self._shards: JointShards | None = None
+
+    def set_threads(self, n: int) -> int:
+        """Learn the joints on up to n threads (rtlearn.learner.parallel; bitwise the same
+        result as one thread); returns the number used: 1 for one joint, or for an optimizer
+        whose state couples the joints (sgd-hd / adam-hd with one rate for all)."""
+        if self._shards is not None:
+            self._shards.close()
+            self._shards = None
+        n = min(int(n), self.config.n_joints)
+        if n > 1:
+            try:
+                self._shards = JointShards(self, n)
+            except NotSeparable:
+                n = 1
+        return max(n, 1)
+
+    def __getstate__(self):
+        """Copies (copy.deepcopy, pickle) are single-threaded: threads do not copy."""
+        return {**self.__dict__, "_shards": None}
+
+    @property
+    def threads(self) -> int:
+        return 1 if self._shards is None else len(self._shards.shards)
 
     # -- river-style API --------------------------------------------------------------------
     def predict_one(self, x: np.ndarray, model: ModelCopy | None = None) -> np.ndarray:
@@ -144,9 +169,14 @@ class OnlineLearner:
         measured before the update (a new array: callers keep loss histories)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         Y = np.ascontiguousarray(Y, dtype=np.float64)
-        loss = self.net.loss_grad(X, Y, self.norm)
-        self.norm.observe(X, Y)
-        self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1), self.opt_state)
+        if self._shards is not None:  # the same three lines, per shard of joints
+            loss = self._shards.step(X, Y)
+            self.norm.observe(X, Y)
+        else:
+            loss = self.net.loss_grad(X, Y, self.norm)
+            self.norm.observe(X, Y)
+            self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1),
+                                self.opt_state)
         self.n_steps += 1
         self.n_samples += X.shape[0]
         return loss.copy()

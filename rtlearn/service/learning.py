@@ -223,6 +223,10 @@ class LearningProcess:
         realtime.pin_to(self.cpus)
         if not self.cpus:  # sharing CPUs with the per-packet path: yield to it at once
             realtime.lowest_priority()
+        # one thread per learning CPU, the joints split between them (threads started here:
+        # a fork keeps only the forking thread)
+        self.threads = len(self.cpus) if self.cpus else 1
+        self.learner.set_threads(self.threads)
         self.conn = conn
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self.stats = Stats(self.config.n_joints)
@@ -341,6 +345,8 @@ class LearningProcess:
         self.arena.publish(self.learner, self.epoch)
 
     def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int) -> None:
+        self.learner.set_threads(1)  # its worker threads end with it
+        learner.set_threads(self.threads)
         self.learner, self.bank, self.epoch = learner, bank, epoch
         self.auto.restart()
         self.stats.reset_losses()
@@ -354,7 +360,7 @@ class LearningProcess:
         stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
                 "auto": self.auto.status(),
-                "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
+                "learner": {"steps": lr.n_steps, "samples": lr.n_samples, "threads": lr.threads,
                             "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
 
     # -- jobs: ("job", id, name, args) runs _job_<name>(job_id=id, **args) ------------------
