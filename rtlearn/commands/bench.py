@@ -16,6 +16,11 @@ def add_arguments(p):
                         "fed a simulated lift and hostile frames, memory and error over time")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
+    p.add_argument("--cpus", type=int, default=1,
+                   help="step: also time the step with the joints split over this many "
+                        "threads (OnlineLearner.set_threads), in turns with one thread")
+    p.add_argument("--ref-steps", type=int, default=1000,
+                   help="timed steps of the numpy and torch twins (step; 20-30 ms each)")
     p.add_argument("--learner", choices=["mlp", "issgpr", "both"], default="mlp",
                    help="step: the MLP with memory (and its numpy/torch twins), the I-SSGPR "
                         "peer, or both in one run")
@@ -42,9 +47,39 @@ def _row(name, r):
     return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms"
 
 
+def step_summary(r: dict) -> str:
+    c = r["config"]
+    lines = [f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch "
+             f"{c['batch_size']}, {c['optimizer']} K={c['n_centres']} (window {c['window']}), "
+             f"{c['n_params']} parameters, {c['steps']} steps ({c['ref_steps']} for numpy and "
+             f"torch), state {r['state_bytes']['float64']} B in float64, "
+             f"{r['state_bytes']['float32']} B in float32"]
+    rows = [("train_step_ms", "rtlearn float64"), ("train_step_float32_ms", "rtlearn float32")]
+    for dtype in ("float64", "float32") if "parallel" in r else ():
+        threads = c["threads"][f"{dtype} x{c['cpus']}"]
+        rows.append((("parallel", dtype), f"rtlearn {dtype} {threads} thr."))
+    rows += [("train_step_paced_ms", "float64, 1 per 10 ms"),
+             ("train_step_float32_paced_ms", "float32, 1 per 10 ms"),
+             ("numpy_step_ms", "numpy float64"), ("torch_step_ms", "torch float64 1 thr."),
+             ("torch_step_float32_ms", "torch float32 1 thr."),
+             ("predict_one_ms", "predict_one float64")]
+    for key, name in rows:
+        lines.append(_row(name, r[key[0]][key[1]] if isinstance(key, tuple) else r[key]))
+    for dtype, ours, theirs in (("float64", "train_step_ms", "torch_step_ms"),
+                                ("float32", "train_step_float32_ms", "torch_step_float32_ms")):
+        if r[theirs]:
+            lines.append(f"  torch / rtlearn, {dtype}: p50 "
+                         f"{r[theirs]['p50'] / r[ours]['p50']:.1f}x, p99 "
+                         f"{r[theirs]['p99'] / r[ours]['p99']:.1f}x")
+    load = r["load_average"]
+    lines.append(f"  load average (1 min) {load['before'][0]:.2f} before, "
+                 f"{load['after'][0]:.2f} after; {r['machine']['cpus_available']} CPUs")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     if args.target in ("serve", "packet", "soak"):
-        from rtlearn.service.bench import packet_summary, run_packet_bench, run_serve_bench
+        from rtlearn.benchmarks.serve import packet_summary, run_packet_bench, run_serve_bench
         from rtlearn.service.config import ConfigError, read_overrides
         try:
             overrides = read_overrides(args.config) if args.config else None
@@ -69,20 +104,13 @@ def run(args) -> int:
         out = sys.stderr if args.json == "-" else sys.stdout
         result = {}
         if args.learner in ("mlp", "both"):
-            result = run_step_bench(steps=args.steps, warmup=args.warmup)
-            c = result["config"]
-            print(f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch "
-                  f"{c['batch_size']}, {c['optimizer']} K={c['n_centres']} (window "
-                  f"{c['window']}), {c['n_params']} parameters, {c['steps']} steps, state "
-                  f"{result['state_bytes']} B", file=out)
-            for key, name in [("train_step_ms", "rtlearn"),
-                              ("train_step_paced_ms", "rtlearn, 1 per 10 ms"),
-                              ("numpy_step_ms", "numpy"), ("torch_step_ms", "torch 1 thread"),
-                              ("predict_one_ms", "predict_one")]:
-                print(_row(name, result[key]), file=out)
-            if result["torch_step_ms"]:
-                ratio = result["torch_step_ms"]["p99"] / result["train_step_ms"]["p99"]
-                print(f"  torch p99 / rtlearn p99 = {ratio:.1f}x", file=out)
+            if args.cpus < 1:
+                print("rtlearn bench: --cpus must be >= 1", file=sys.stderr)
+                return 2
+            result = run_step_bench(steps=args.steps, warmup=args.warmup, cpus=args.cpus,
+                                    ref_steps=args.ref_steps,
+                                    say=lambda text: print(text, file=out, flush=True))
+            print(step_summary(result), file=out)
         if args.learner in ("issgpr", "both"):
             gp = result["issgpr"] = run_issgpr_bench(steps=args.steps, warmup=args.warmup)
             c = gp["config"]
