@@ -325,7 +325,7 @@ class OnlineLearner:
 
     @classmethod
     def load(cls, path) -> "OnlineLearner":
-        meta, arrays = load_state(path, STATE_KIND, (1, 2, STATE_VERSION))
+        meta, arrays = load_state(path, STATE_KIND, (1, 2, 3, STATE_VERSION))
         learner = cls(LearnerConfig.from_saved(meta["config"]))
         learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
         learner.optimizer.load(learner.opt_state,
