@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from . import JIT
+from .simd import add4, dot4
 
 META_GD = 0
 META_ADAM = 1
@@ -123,9 +124,8 @@ def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, one, tab, w
             x = _clip_key(k[t], clip)
             kp[t] = x
             _hermite(x, clip, inv_step, j_last, one, t, js, hw)
-        for t in range(m):
-            j = np.int64(js[t])
-            out[t] = h0[t] * tab[j] + h1[t] * tab[j + 1] + h2[t] * tab[j + 2] + h3[t] * tab[j + 3]
+        for t in range(m):  # tab[j:j + 4] . (h00, h10, h01, h11), one vector load
+            out[t] = dot4(tab, np.int64(js[t]), h0[t], h1[t], h2[t], h3[t])
         uu = u[b_lo:b_lo + m]  # may alias k: read above, written only now
         for t in range(m):
             # The interpolant may overshoot [min w, max w] by the error bound: keep the clamp.
@@ -171,12 +171,8 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
             h1[t] *= s
             h2[t] *= s
             h3[t] *= s
-        for t in range(m):
-            r = (t & (BANKS - 1)) * n2 + np.int64(js[t])
-            flat[r] += h0[t]
-            flat[r + 1] += h1[t]
-            flat[r + 2] += h2[t]
-            flat[r + 3] += h3[t]
+        for t in range(m):  # flat[r:r + 4] += (h00, h10, h01, h11) s, one vector add
+            add4(flat, (t & (BANKS - 1)) * n2 + np.int64(js[t]), h0[t], h1[t], h2[t], h3[t])
     return int(p_min) // 2, int(p_max) // 2 + 1, int(x_min), int(x_max) + 1
 
 
