@@ -66,3 +66,15 @@ def test_bench_step_issgpr_reports_its_step_and_predict_one(tmp_path, capsys):
     D = gp["config"]["n_features"]
     assert gp["state_bytes"] > 8 * D * D   # the Cholesky factor alone
     assert "I-SSGPR" in capsys.readouterr().out
+
+
+def test_bench_loops_reports_llvms_verdict_per_kernel_loop(tmp_path, capsys):
+    out = tmp_path / "loops.json"
+    assert main(["bench", "loops", "--dtype", "float32", "--json", str(out)]) == 0
+    rows = {(r["file"], r["source"]): r for r in json.loads(out.read_text())["float32"]}
+    clip = rows[("optim.py", "for i in range(u.shape[0]):")]  # clip_by_value: a SIMD loop
+    assert clip["widths"] and min(clip["widths"]) >= 8
+    # the node-table gather goes through dot4, a call LLVM leaves scalar
+    gather = [r for (f, src), r in rows.items() if f == "memory.py" and "dot4(" in src]
+    assert gather and not gather[0]["widths"]
+    assert "vectorised x16" in capsys.readouterr().out

@@ -106,3 +106,29 @@ def test_the_daemons_shared_model_carries_float32_weights():
     copy.assign(m.theta, m.x_mean, m.x_scale, m.y_mean, m.y_scale)
     x = rng.normal(size=9)
     assert np.array_equal(learner.predict_one(x, copy).copy(), learner.predict_one(x).copy())
+
+
+def test_a_float64_daemon_snapshot_resumes_in_float32_and_nothing_else_differs():
+    from dataclasses import replace
+
+    from rtlearn.learner import StateFileError
+    from rtlearn.service import snapshots
+    from rtlearn.service.config import defaults, learner_config
+    from rtlearn.service.contexts import ContextBank
+
+    cfg = learner_config(defaults(), 3)
+    assert cfg.dtype == "float32"  # the daemon's default (docs/performance.md)
+    old = OnlineLearner(replace(cfg, dtype="float64"))
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        old.learn_many(rng.normal(size=(10, 9)), rng.normal(size=(10, 3)))
+    meta, arrays = snapshots.capture(old, ContextBank("default", 4), {})
+    del meta["learner"]["dtype"]  # as a snapshot from before the setting: float64
+    new = OnlineLearner(cfg)
+    snapshots.restore(meta, arrays, new, ContextBank("default", 4))
+    assert new.net.theta.dtype == np.float32 and new.n_steps == 20
+    x = rng.normal(size=9)
+    np.testing.assert_allclose(new.predict_one(x), old.predict_one(x), rtol=1e-5, atol=1e-6)
+    other = OnlineLearner(replace(cfg, hidden=(16,)))
+    with pytest.raises(StateFileError, match="another learner configuration"):
+        snapshots.restore(meta, arrays, other, ContextBank("default", 4))

@@ -1,5 +1,5 @@
 """rtlearn bench: latency of the learning step (step) and of the running daemon (serve); a long
-run under hostile input (soak)."""
+run under hostile input (soak); which kernel loops LLVM vectorised (loops)."""
 
 import sys
 
@@ -9,11 +9,14 @@ HELP = "latency benchmarks (percentiles over thousands of steps)"
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="?", choices=["step", "packet", "serve", "soak"],
+    p.add_argument("target", nargs="?", choices=["step", "packet", "serve", "soak", "loops"],
                    default="step",
                    help="step: one learning step vs numpy/torch; packet: the daemon's "
                         "per-packet work alone; serve: the daemon on loopback; soak: the daemon "
-                        "fed a simulated lift and hostile frames, memory and error over time")
+                        "fed a simulated lift and hostile frames, memory and error over time; "
+                        "loops: which loops of the step's kernels LLVM vectorised (its remarks)")
+    p.add_argument("--dtype", choices=["float32", "float64"], action="append",
+                   help="loops: the dtype(s) to compile for (default both)")
     p.add_argument("--steps", type=int, default=3000, help="timed learning steps (step)")
     p.add_argument("--warmup", type=int, default=200, help="untimed steps first (step)")
     p.add_argument("--cpus", type=int, default=1,
@@ -93,6 +96,10 @@ def run(args) -> int:
         from rtlearn.benchmarks.soak import report, run_soak
         seconds = args.minutes * 60 if args.minutes is not None else args.seconds
         result = run_soak(seconds, hostile_rate=args.hostile_rate, config=overrides)
+        print(report(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    elif args.target == "loops":
+        from rtlearn.benchmarks.loops import loop_table, report
+        result = {dtype: loop_table(dtype) for dtype in args.dtype or ("float32", "float64")}
         print(report(result), file=sys.stderr if args.json == "-" else sys.stdout)
     elif args.target == "serve":
         result = run_serve_bench(seconds=args.seconds, block=args.block,

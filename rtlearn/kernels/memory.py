@@ -43,17 +43,31 @@ BLOCK = 256    # coordinates per block of the coordinate passes
 BANKS = 4      # interleaved deposit accumulators: consecutive coordinates often share a node
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _clip_key(x, clip):
     """Eq. M1 input: clip to [-C, C]; NaN maps to -C so node indices always stay in range."""
     x = x if x > -clip else -clip
     return x if x < clip else clip
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
+def _lo(a, b):
+    """min(a, b) as a select. In the coordinate loops numba's min, max and np.floor stayed
+    calls, and a loop with a call does not vectorise (LLVM's remarks: `rtlearn bench loops`)."""
+    return a if a < b else b
+
+
+@njit(inline="always", **JIT)
+def _hi(a, b):
+    """max(a, b) as a select (see _lo)."""
+    return a if a > b else b
+
+
+@njit(inline="always", **JIT)
 def _node_of(x, clip, inv_step, j_last):
-    """The node starting the interval of the clipped key x (a float, for SIMD loops)."""
-    return min(np.floor((x + clip) * inv_step), j_last)
+    """The node starting the interval of the clipped key x, as an int32 (a truncation: x >= -C,
+    so it is the floor)."""
+    return _lo(np.int32((x + clip) * inv_step), np.int32(j_last))
 
 
 @njit(**JIT)
@@ -65,9 +79,9 @@ def _node_range(x, lo, hi, clip, inv_step, j_last):
     j_min = np.int32(j_last)
     j_max = np.int32(0)
     for i in range(lo, hi):
-        j = np.int32(_node_of(_clip_key(x[i], clip), clip, inv_step, j_last))
-        j_min = min(j_min, j)
-        j_max = max(j_max, j)
+        j = _node_of(_clip_key(x[i], clip), clip, inv_step, j_last)
+        j_min = _lo(j_min, j)
+        j_max = _hi(j_max, j)
     return int(j_min), int(j_max) + 1
 
 
@@ -93,13 +107,13 @@ def _tabulate(wpad, tphi, per_cell, j_lo, j_hi, tab):
                 t[j] += p[j] * wv
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _hermite(x, clip, inv_step, j_last, one, t, js, hw):
     """Node j (stored as 2 j, the offset in an interleaved (N, 2) table) and the cubic
     Hermite weights (h00, h10, h01, h11) of the clipped key x at slot t. `one` carries the
     state's dtype: float64 literals would widen float32 arithmetic."""
     p = (x + clip) * inv_step
-    j = min(np.floor(p), j_last)
+    j = _lo(js.dtype.type(np.int32(p)), j_last)  # the floor (p >= 0), see _node_of
     f = p - j
     g = one - f
     js[t] = j + j
@@ -129,7 +143,7 @@ def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, one, tab, w
         uu = u[b_lo:b_lo + m]  # may alias k: read above, written only now
         for t in range(m):
             # The interpolant may overshoot [min w, max w] by the error bound: keep the clamp.
-            e = min(w_hi, max(w_lo, out[t]))
+            e = _lo(w_hi, _hi(w_lo, out[t]))
             eta_sum += e
             uu[t] = e * uu[t]
     return eta_sum
@@ -159,14 +173,14 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
         for t in range(m):
             xp = kp[t]
             x = _clip_key(k[t], clip)
-            jx = np.int32(_node_of(x, clip, inv_step, j_last))
-            x_min = min(x_min, jx)
-            x_max = max(x_max, jx)
-            s = min(one, max(-one, x * xp))
+            jx = _node_of(x, clip, inv_step, j_last)
+            x_min = _lo(x_min, jx)
+            x_max = _hi(x_max, jx)
+            s = _lo(one, _hi(-one, x * xp))
             _hermite(xp, clip, inv_step, j_last, one, t, js, hw)
             jp = np.int32(js[t])
-            p_min = min(p_min, jp)
-            p_max = max(p_max, jp)
+            p_min = _lo(p_min, jp)
+            p_max = _hi(p_max, jp)
             h0[t] *= s
             h1[t] *= s
             h2[t] *= s

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +150,10 @@ def read(path: Path) -> tuple[dict, dict]:
 
 
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
-    """Load a snapshot read by `read` into an idle learner built with the same config."""
-    if LearnerConfig.from_saved(meta["learner"]) != learner.config:
+    """Load a snapshot read by `read` into an idle learner built with the same config, up to
+    the dtype: a float64 snapshot resumes in a float32 learner and back (rounded)."""
+    saved = LearnerConfig.from_saved(meta["learner"])
+    if replace(saved, dtype=learner.config.dtype) != learner.config:
         raise StateFileError("snapshot was made with another learner configuration: "
                              f"{meta['learner']}")
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
