@@ -78,3 +78,16 @@ def test_bench_loops_reports_llvms_verdict_per_kernel_loop(tmp_path, capsys):
     gather = [r for (f, src), r in rows.items() if f == "memory.py" and "dot4(" in src]
     assert gather and not gather[0]["widths"]
     assert "vectorised x16" in capsys.readouterr().out
+
+
+def test_bench_step_profile_times_every_part_in_both_dtypes(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["bench", "step", "--profile", "--steps", "20", "--warmup", "2",
+                 "--json", str(out)]) == 0
+    prof = json.loads(out.read_text())["profile"]
+    assert set(prof) == {"float64", "float32"}
+    for parts in prof.values():
+        assert {"forward + backward", "transform clip", "transform memory",
+                "update theta -= u"} <= set(parts)
+        assert all(p["n"] == 20 and p["p50"] > 0 for p in parts.values())
+    assert "transform memory" in capsys.readouterr().out

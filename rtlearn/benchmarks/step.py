@@ -302,6 +302,8 @@ def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
     result["train_step_float32_ms"] = timed["float32"]
     if cpus > 1:
         result["parallel"] = {dtype: timed[f"{dtype} x{cpus}"] for dtype in ("float64", "float32")}
+        phase("hand-off to another thread and to another process: 2000 round trips each")
+        result["parallel"]["handoff"] = handoff_costs()
     paced = batches[:warmup + min(steps, PACED_STEPS)]
     phase(f"rtlearn float64, float32: one step per {PACED_PERIOD * 1e3:.0f} ms, "
           f"{len(paced) - warmup} steps each")
@@ -330,6 +332,100 @@ def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
         lr.set_threads(1)
     phase("done")
     return result
+
+
+def profile_step(steps: int = 1000, warmup: int = 200, seed: int = 0,
+                 config: LearnerConfig = REFERENCE) -> dict:
+    """Where a step's time goes: the parts of OnlineLearner.learn_many timed one by one (the
+    forward and backward pass, each transform of the optimizer chain, the update), in float64
+    and float32 in turns; percentiles in ms per part."""
+    from ..kernels.optim import apply_updates
+
+    batches = _random_batches(steps + warmup, config.batch_size, config.n_inputs,
+                              config.n_joints, seed)
+    learners = {d: OnlineLearner(replace(config, dtype=d)) for d in ("float64", "float32")}
+    parts = {d: {} for d in learners}
+
+    def timed(d, name, fn, *args):
+        t0 = time.perf_counter_ns()
+        fn(*args)
+        parts[d].setdefault(name, []).append(time.perf_counter_ns() - t0)
+
+    def step(d, X, Y):
+        lr = learners[d]
+        net, opt, st = lr.net, lr.optimizer, lr.opt_state
+        timed(d, "forward + backward", net.loss_grad, X, Y, lr.norm)
+        timed(d, "normaliser", lr.norm.observe, X, Y)
+        grad = net.grad.reshape(-1)
+        timed(d, "u <- gradient (copy)", np.copyto, st.u, grad)
+        key = st.u
+        for t, s in zip(opt.transforms, st.states):
+            timed(d, f"transform {t.name}", t.update, grad, st.u, key, s, st.bounds)
+            if t.key is not None:
+                key = s[t.key]
+        timed(d, "update theta -= u", apply_updates, net.theta.reshape(-1), st.u)
+
+    for d in learners:
+        for X, Y in batches[:warmup]:
+            step(d, X, Y)
+        parts[d].clear()
+    gc.disable()
+    try:
+        for lo in range(warmup, len(batches), CHUNK):
+            for d in learners:
+                for X, Y in batches[lo:lo + CHUNK]:
+                    step(d, X, Y)
+    finally:
+        gc.enable()
+    return {d: {name: _percentiles(ns) for name, ns in p.items()} for d, p in parts.items()}
+
+
+def handoff_costs(n: int = 2000) -> dict:
+    """What splitting a step costs before any work: a round trip to another thread through
+    two semaphores (what rtlearn.learner.parallel does per step), and to another process
+    through a pipe (what a learning process per CPU would need per step); percentiles in ms."""
+    import multiprocessing
+    import threading
+
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    stop = []
+
+    def worker():
+        while True:
+            go.acquire()
+            if stop:
+                return
+            done.release()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    ns = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        go.release()
+        done.acquire()
+        ns.append(time.perf_counter_ns() - t0)
+    stop.append(True)
+    go.release()
+    t.join()
+    threads = _percentiles(ns)
+    here, there = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_echo, args=(there,), daemon=True)
+    child.start()
+    ns = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        here.send_bytes(b"x")
+        here.recv_bytes()
+        ns.append(time.perf_counter_ns() - t0)
+    here.send_bytes(b"")
+    child.join(5)
+    return {"thread_ms": threads, "process_ms": _percentiles(ns)}
+
+
+def _echo(conn) -> None:
+    while msg := conn.recv_bytes():
+        conn.send_bytes(msg)
 
 
 def _state_bytes(learner) -> int:

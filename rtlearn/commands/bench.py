@@ -22,6 +22,9 @@ def add_arguments(p):
     p.add_argument("--cpus", type=int, default=1,
                    help="step: also time the step with the joints split over this many "
                         "threads (OnlineLearner.set_threads), in turns with one thread")
+    p.add_argument("--profile", action="store_true",
+                   help="step: time the parts of the step one by one instead (forward and "
+                        "backward, each optimizer transform, the update), float64 and float32")
     p.add_argument("--ref-steps", type=int, default=1000,
                    help="timed steps of the numpy and torch twins (step; 20-30 ms each)")
     p.add_argument("--learner", choices=["mlp", "issgpr", "both"], default="mlp",
@@ -50,6 +53,17 @@ def _row(name, r):
     return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms"
 
 
+def profile_summary(p: dict) -> str:
+    names = list(next(iter(p.values())))
+    lines = ["parts of the reference step, p50 / p99 ms (" + ", ".join(p) + ")"]
+    for name in names:
+        cells = "   ".join(f"{p[d][name]['p50']:.3f} / {p[d][name]['p99']:.3f}" for d in p)
+        lines.append(f"  {name:<24} {cells}")
+    totals = "   ".join(f"{sum(v['p50'] for v in p[d].values()):.3f}" for d in p)
+    lines.append(f"  {'sum of the p50s':<24} {totals}")
+    return "\n".join(lines)
+
+
 def step_summary(r: dict) -> str:
     c = r["config"]
     lines = [f"learning step: {c['n_joints']} joints x MLP {c['hidden']}, batch "
@@ -68,6 +82,11 @@ def step_summary(r: dict) -> str:
              ("predict_one_ms", "predict_one float64")]
     for key, name in rows:
         lines.append(_row(name, r[key[0]][key[1]] if isinstance(key, tuple) else r[key]))
+    if "parallel" in r:
+        h = r["parallel"]["handoff"]
+        lines.append(f"  hand-off round trip p50 / p99: thread {h['thread_ms']['p50'] * 1e3:.0f} / "
+                     f"{h['thread_ms']['p99'] * 1e3:.0f} us, process (pipe) "
+                     f"{h['process_ms']['p50'] * 1e3:.0f} / {h['process_ms']['p99'] * 1e3:.0f} us")
     for dtype, ours, theirs in (("float64", "train_step_ms", "torch_step_ms"),
                                 ("float32", "train_step_float32_ms", "torch_step_float32_ms")):
         if r[theirs]:
@@ -114,6 +133,12 @@ def run(args) -> int:
             if args.cpus < 1:
                 print("rtlearn bench: --cpus must be >= 1", file=sys.stderr)
                 return 2
+            if args.profile:
+                from rtlearn.benchmarks.step import profile_step
+                result = {"profile": profile_step(steps=args.steps, warmup=args.warmup)}
+                print(profile_summary(result["profile"]), file=out)
+                write_json(result, args.json)
+                return 0
             result = run_step_bench(steps=args.steps, warmup=args.warmup, cpus=args.cpus,
                                     ref_steps=args.ref_steps,
                                     say=lambda text: print(text, file=out, flush=True))

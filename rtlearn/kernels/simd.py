@@ -16,39 +16,35 @@ from numba import types
 from numba.extending import intrinsic
 
 
-def _vector(context, builder, signature, args, elt):
-    """The four scalar arguments args[2:6] as one <4 x elt> vector."""
-    vec = ir.Constant(ir.VectorType(elt, 4), ir.Undefined)
-    dtype = signature.args[0].dtype
-    for i in range(4):
-        x = context.cast(builder, args[2 + i], signature.args[2 + i], dtype)
-        vec = builder.insert_element(vec, x, ir.Constant(ir.IntType(32), i))
-    return vec
-
-
-def _lanes(context, builder, arr_type, arr, r):
-    """(pointer to arr[r:r + 4] as <4 x elt>, elt, its alignment)."""
-    ary = context.make_array(arr_type)(context, builder, arr)
+def _operands(context, builder, signature, args):
+    """(pointer to arr[r:r + 4] as one vector, the vector loaded there, the scalars
+    args[2:6] as a vector, the alignment) for a call (arr, r, a0, a1, a2, a3)."""
+    arr_type = signature.args[0]
+    ary = context.make_array(arr_type)(context, builder, args[0])
     elt = context.get_data_type(arr_type.dtype)
-    ptr = builder.bitcast(builder.gep(ary.data, [r]), ir.VectorType(elt, 4).as_pointer())
-    return ptr, elt, context.get_abi_sizeof(elt)
+    ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.VectorType(elt, 4).as_pointer())
+    align = context.get_abi_sizeof(elt)
+    vec = ir.Constant(ir.VectorType(elt, 4), ir.Undefined)
+    for i in range(4):
+        x = context.cast(builder, args[2 + i], signature.args[2 + i], arr_type.dtype)
+        vec = builder.insert_element(vec, x, ir.Constant(ir.IntType(32), i))
+    return ptr, builder.load(ptr, align=align), vec, align
+
+
+def _contiguous_1d(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
 
 
 @intrinsic
 def add4(typingctx, arr, r, a0, a1, a2, a3):
     """arr[r:r + 4] += (a0, a1, a2, a3): one vector load, add, store (arr 1-D, contiguous;
     the caller keeps r + 4 <= len(arr), nothing checks it)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
-        return None
-
     def codegen(context, builder, signature, args):
-        ptr, elt, align = _lanes(context, builder, signature.args[0], args[0], args[1])
-        total = builder.fadd(builder.load(ptr, align=align),
-                             _vector(context, builder, signature, args, elt))
-        builder.store(total, ptr, align=align)
+        ptr, old, vec, align = _operands(context, builder, signature, args)
+        builder.store(builder.fadd(old, vec), ptr, align=align)
         return context.get_dummy_value()
 
-    return types.void(arr, r, a0, a1, a2, a3), codegen
+    return (types.void(arr, r, a0, a1, a2, a3), codegen) if _contiguous_1d(arr) else None
 
 
 @intrinsic
@@ -56,13 +52,9 @@ def dot4(typingctx, arr, r, a0, a1, a2, a3):
     """a0 arr[r] + a1 arr[r + 1] + a2 arr[r + 2] + a3 arr[r + 3], summed as
     (a0 arr[r] + a2 arr[r + 2]) + (a1 arr[r + 1] + a3 arr[r + 3]): one vector load and
     multiply, two adds (arr 1-D, contiguous; r + 4 <= len(arr) unchecked)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
-        return None
-
     def codegen(context, builder, signature, args):
-        ptr, elt, align = _lanes(context, builder, signature.args[0], args[0], args[1])
-        prod = builder.fmul(builder.load(ptr, align=align),
-                            _vector(context, builder, signature, args, elt))
+        _, values, vec, _ = _operands(context, builder, signature, args)
+        prod = builder.fmul(values, vec)
         i32 = ir.IntType(32)
         lo = builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, 2), [0, 1]))
         hi = builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, 2), [2, 3]))
@@ -70,4 +62,4 @@ def dot4(typingctx, arr, r, a0, a1, a2, a3):
         return builder.fadd(builder.extract_element(pair, ir.Constant(i32, 0)),
                             builder.extract_element(pair, ir.Constant(i32, 1)))
 
-    return arr.dtype(arr, r, a0, a1, a2, a3), codegen
+    return (arr.dtype(arr, r, a0, a1, a2, a3), codegen) if _contiguous_1d(arr) else None
