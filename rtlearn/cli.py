@@ -1,7 +1,8 @@
-"""The `rtlearn` command: one sub-command per module in `rtlearn.commands`.
+"""rtlearn: learn a robot arm's inverse dynamics online, beside its controller.
 
-Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`;
-modules are imported only when their command runs, so `rtlearn ctl` does not pay for numba.
+Each command lives in its own module of `rtlearn.commands`, which defines `HELP`,
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command
+runs, so `rtlearn ctl` does not pay for numba.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "sim": "simulate an arm and publish / record its joint stream",
     "replay": "replay a recorded log or ROS 2 bag",
     "record": "record a live joint stream to a log",
+    "top": "live view of a running daemon (its telemetry stream)",
     "experiment": "reproduce the paper's experiments",
     "bench": "latency benchmarks",
 }

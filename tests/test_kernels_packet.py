@@ -10,6 +10,7 @@ import textwrap
 
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ ascii_labels = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), mi
                        max_size=64)
 seqs = st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 63 - 1]) \
     | st.integers(0, 2 ** 63 - 1)
+rids = st.sampled_from([0, 127, 128, 65535, 65536, 2 ** 32 - 1]) | st.integers(0, 2 ** 32 - 1)
 
 # msgpack int codes -> (byte size, signed)
 INT_CODES = {0xCC: (1, False), 0xCD: (2, False), 0xCE: (4, False), 0xCF: (8, False),
@@ -72,18 +74,18 @@ def frame_of(entries: list[tuple[str, bytes]], map16: bool = False) -> bytes:
 
 
 def test_limits_are_the_schema_limits():
-    assert (packet.MAX_STATE_FRAME, packet.MAX_JOINTS, packet.MAX_LABEL) == \
-        (schema.MAX_STATE_FRAME, schema.MAX_JOINTS, schema.MAX_LABEL)
+    assert (packet.MAX_STATE_FRAME, packet.MAX_JOINTS, packet.MAX_LABEL, packet.MAX_RID) == \
+        (schema.MAX_STATE_FRAME, schema.MAX_JOINTS, schema.MAX_LABEL, schema.MAX_RID)
     assert schema._STATE_LIMITS["max_bin_len"] == 8 * schema.MAX_JOINTS
     assert schema._STATE_LIMITS["max_map_len"] == 16
 
 
-def parse(frame: bytes, n: int, ctx_now: str):
+def parse(frame: bytes, n: int, ctx_now: str, rid: int | None = None):
     """parse_state as the daemon would call it -> (status, vec, head)."""
     vec = np.full((4, n), np.nan)
     head = np.full(HEAD_LEN, -7, np.int64)
     status = parse_state(np.frombuffer(frame, np.uint8), n, vec, head,
-                         np.frombuffer(ctx_now.encode(), np.uint8))
+                         np.frombuffer(ctx_now.encode(), np.uint8), -1 if rid is None else rid)
     return status, vec, head
 
 
@@ -91,12 +93,13 @@ def bits(a) -> np.ndarray:
     return np.asarray(a, np.float64).view(np.int64)
 
 
-def check(frame: bytes, n: int, ctx_now: str) -> int:
-    """The contract between parse_state and read_state on one frame -> the status."""
-    status, vec, head = parse(frame, n, ctx_now)
+def check(frame: bytes, n: int, ctx_now: str, rid: int | None = None) -> int:
+    """The contract between parse_state and read_state on one frame -> the status.
+    rid: the daemon's robot identity (None: any)."""
+    status, vec, head = parse(frame, n, ctx_now, rid)
     assert status in (OK_NO_LABEL, OK_SAME_LABEL, OK_OTHER_LABEL, FALLBACK)
     try:
-        state, stream = read_state(frame, n)
+        state, stream = read_state(frame, n, rid)
     except ProtocolError:
         assert status == FALLBACK
         return status
@@ -170,19 +173,30 @@ def packets(draw):
     if stream is not None:
         entries.append(("stream", b"\xc0" if stream == "nil" else
                         int_bytes(stream, draw(st.sampled_from(int_codes(stream))))))
+    rid = draw(st.none() | st.just("nil") | rids)
+    if rid is not None:
+        entries.append(("rid", b"\xc0" if rid == "nil" else
+                        int_bytes(rid, draw(st.sampled_from(int_codes(rid))))))
     entries = draw(st.permutations(entries))
-    return entries, draw(st.booleans()), n, ctx_now, expect
+    return entries, draw(st.booleans()), n, ctx_now, expect, rid
 
 
 @FUZZ
 @given(packets())
 def test_valid_packets_decode_bit_identical(case):
-    entries, map16, n, ctx_now, expect = case
+    entries, map16, n, ctx_now, expect, rid = case
     frame = frame_of(entries, map16)
     assert check(frame, n, ctx_now) == expect
     # the frame's bytes object works as buf too (skips np.frombuffer)
     vec, head = np.empty((4, n)), np.empty(HEAD_LEN, np.int64)
     assert parse_state(frame, n, vec, head, np.frombuffer(ctx_now.encode(), np.uint8)) == expect
+    # a daemon that knows its robot: the same rid (or none) passes, another falls back
+    own = 7 if rid in (None, "nil") else rid
+    assert check(frame, n, ctx_now, own) == expect
+    if rid not in (None, "nil"):
+        assert check(frame, n, ctx_now, (rid + 1) % 2 ** 32) == FALLBACK
+        with pytest.raises(ProtocolError, match="wrong_robot"):
+            read_state(frame, n, (rid + 1) % 2 ** 32)
 
 
 def test_packets_as_msgpack_writes_them():
@@ -221,6 +235,7 @@ BAD_VALUES = {
     "t": [math.nan, math.inf, -math.inf, True, None, "0", b"\x00" * 8],
     "stream": [-1, 2 ** 63, 2 ** 64 - 1, 1.5, True, "x"],
     "ctx": ["", "a" * 65, "a\nb", "\x7f", "\x00", "\u00a0", "é" * 64, "é" * 65, 5, b"lab", True],
+    "rid": [-1, 2 ** 32, 2 ** 63, 2 ** 64 - 1, 1.0, True, "1", b"\x01"],
 }
 VECTOR_KEYS = ("q", "qd", "qdd", "tau")
 
@@ -229,7 +244,7 @@ VECTOR_KEYS = ("q", "qd", "qdd", "tau")
 def mutated_packets(draw):
     """A valid packet with one field, the map or the bytes broken (or, sometimes, still
     valid in an encoding the fast path leaves to Python)."""
-    entries, map16, n, ctx_now, _ = draw(packets())
+    entries, map16, n, ctx_now, _, rid = draw(packets())
     entries = list(entries)
     how = draw(st.sampled_from(["value", "vector", "label", "drop", "duplicate", "unknown",
                                 "count", "flip", "truncate", "append", "oversize",
@@ -283,7 +298,8 @@ def mutated_packets(draw):
         frame += bytes(4097 - len(frame))
     elif how == "n":
         n = draw(st.sampled_from([0, n - 1, n + 1, 65]))
-    return frame, n, ctx_now
+    own = draw(st.sampled_from([None, 7] + ([] if rid in (None, "nil") else [rid])))
+    return frame, n, ctx_now, own
 
 
 @FUZZ
@@ -293,9 +309,9 @@ def test_broken_packets_are_never_accepted_wrongly(case):
 
 
 @FUZZ
-@given(st.binary(max_size=400), st.integers(1, 12))
-def test_random_bytes_are_never_accepted_wrongly(frame, n):
-    check(frame, n, "heavy")
+@given(st.binary(max_size=400), st.integers(1, 12), st.none() | rids)
+def test_random_bytes_are_never_accepted_wrongly(frame, n, rid):
+    check(frame, n, "heavy", rid)
 
 
 BOUNDS_SCRIPT = textwrap.dedent("""
@@ -311,6 +327,7 @@ BOUNDS_SCRIPT = textwrap.dedent("""
             for stream in (None, 3):
                 s = synthetic_state(2 ** 40, n, context=ctx)
                 frames.append((n, encode_state(s, stream)))
+                frames.append((n, encode_state(s, stream, 2 ** 32 - 1)))
                 frames.append((n, encode_state(replace(s, qdd=None, t=1e300), stream)))
     rng = np.random.default_rng(0)
     vec = np.empty((4, 64))

@@ -182,3 +182,27 @@ def test_a_version_1_state_with_one_count_array_still_loads(tmp_path):
     for k, v in model.items():
         if k == "theta" or k.startswith("norm."):  # (the optimiser's history is reset)
             np.testing.assert_array_equal(fresh.network_state()[k], v)
+
+
+@pytest.mark.parametrize("optimizer", ["metagd", "gd"])
+def test_layer_rates_are_the_groups_rates_per_joint_and_layer(optimizer):
+    cfg = LearnerConfig(n_joints=3, n_inputs=9, hidden=(8, 4), optimizer=optimizer)
+    learner = OnlineLearner(cfg)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        learner.learn_many(rng.normal(size=(10, 9)), rng.normal(size=(10, 3)))
+    name, table = learner.layer_rates()
+    (expected_name, flat), = learner.rates().items()
+    assert name == expected_name and table.shape == (3, 3, 2)
+    # groups are, per joint, W then b of each layer (MLPStack); a single rate fills them all
+    groups = np.broadcast_to(flat, (3 * 3 * 2,))
+    dims, bounds, per_joint = [9, 8, 4, 1], learner.net.bounds, learner.net.n_params
+    for j in range(3):
+        start = j * per_joint
+        for layer in range(3):
+            w, b = 6 * j + 2 * layer, 6 * j + 2 * layer + 1
+            # the group really is that layer's weight matrix / bias in theta's layout
+            assert bounds[w] == start and bounds[b] - bounds[w] == dims[layer] * dims[layer + 1]
+            assert bounds[b + 1] - bounds[b] == dims[layer + 1]
+            start = bounds[b + 1]
+            assert table[j, layer, 0] == groups[w] and table[j, layer, 1] == groups[b]

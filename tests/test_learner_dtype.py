@@ -95,7 +95,7 @@ def test_the_daemons_shared_model_carries_float32_weights():
     rng = np.random.default_rng(1)
     for _ in range(3):
         learner.learn_many(rng.normal(size=(10, 9)), rng.normal(size=(10, 3)))
-    arena = Arena(learner, slots=4)
+    arena = Arena(learner, slots=4, batch_size=10)
     arena.publish(learner, epoch=0)
     m = arena.model
     assert m.theta.dtype == np.float32 and np.array_equal(m.theta, learner.net.theta)

@@ -40,16 +40,25 @@ def _fixed(D=64, forget=1.0, noise=0.3):
 
 
 @pytest.mark.parametrize("forget", [1.0, 0.97])
-def test_rank_one_update_matches_numpy_cholesky(forget):
+@pytest.mark.parametrize("n_vectors", [1, 5])
+def test_blocked_update_matches_numpy_cholesky(forget, n_vectors):
+    """One pass: R'^T R' = f R^T R + V^T V, the appended columns z rotated along so that
+    R'^T z' = f R^T z + V^T y; a vector zero up to a coordinate (eq. G3') included."""
     rng = np.random.default_rng(1)
     M = rng.standard_normal((12, 12))
     A = M.T @ M + 0.5 * np.eye(12)
-    R = np.linalg.cholesky(A).T.copy()
-    v = rng.standard_normal(12)
-    chol_update(R, v.copy(), np.sqrt(forget), 0)
-    expected = np.linalg.cholesky(forget * A + np.outer(v, v)).T
-    np.testing.assert_allclose(R, expected, rtol=1e-12, atol=1e-12)
-    assert np.all(np.tril(R, -1) == 0.0)
+    R = np.linalg.cholesky(A).T
+    z = rng.standard_normal((12, 2))
+    V = rng.standard_normal((n_vectors, 14))
+    V[-1, :7] = 0.0
+    Rz = np.hstack([R, z])
+    chol_update(Rz, V.copy(), n_vectors, np.sqrt(forget))
+    Vx, Vy = V[:, :12], V[:, 12:]
+    expected = np.linalg.cholesky(forget * A + Vx.T @ Vx).T
+    np.testing.assert_allclose(Rz[:, :12], expected, rtol=1e-12, atol=1e-12)
+    assert np.all(np.tril(Rz[:, :12], -1) == 0.0)
+    np.testing.assert_allclose(Rz[:, :12].T @ Rz[:, 12:], forget * R.T @ z + Vx.T @ Vy,
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("forget", [1.0, 0.99])

@@ -14,7 +14,7 @@ from rtlearn.service.autocontext import (HOLDOFF_BATCHES, WARMUP_BATCHES, AutoCo
 from rtlearn.service.config import defaults
 from rtlearn.service.contexts import ContextBank
 
-K, H = 1.0, 8.0
+K, H = 2.0, 4.0   # the defaults
 SIGMA = np.array([5.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05])  # per-joint residual scales, N*m
 
 
@@ -36,7 +36,9 @@ def first_alarm(detector, stream):
 
 
 def expected_batches(rho2):
-    """h / (log rho^2 - k), with the median of a mean of 7 chi-squares (~0.9) in the log."""
+    """h / (log rho^2 - k), with the median of the statistic under no change in the log: the
+    batch median of 10 normal residuals is normal, so x is the log of a mean of 7 chi-squares
+    with one degree of freedom (median 0.9)."""
     return H / (math.log(0.9 * rho2) - K)
 
 
@@ -54,6 +56,23 @@ def test_no_alarm_on_a_stationary_stream_and_a_jump_found_within_the_cusum_bound
         assert change_at <= found[1] <= change_at + 20   # onset: within two batches of the jump
         d.hold(HOLDOFF_BATCHES)
         run(d, residuals(rng, HOLDOFF_BATCHES + 500))  # back to the old level: quiet again
+
+
+def test_a_shift_of_one_joint_at_its_usual_spread_is_found_within_the_cusum_bound():
+    """A payload grasped at rest: one joint's residual moves by 4 of its standard deviations
+    and its spread stays. The batch median of that joint moves by 4 sigma against a usual
+    size of sigma^2 pi / 20, so x rises to about log((16 * 20 / pi + 6) / 7) = 2.7 and the
+    CUSUM crosses h after about h / (2.7 - k) = 6 batches. (A test on the residual's mean
+    square, pooled, sees (17 + 6) / 7: about 40 batches, longer than a learner takes to
+    absorb the shift.)"""
+    rng = np.random.default_rng(2)
+    d = ChangeDetector(len(SIGMA), K, H)
+    assert run(d, residuals(rng, WARMUP_BATCHES + 2000)) == []
+    shifted = residuals(rng, 100)
+    shifted[:, :, 1] += 4.0 * SIGMA[1]
+    found = first_alarm(d, shifted)
+    x = math.log((16 * 20 / math.pi + 6) / 7)
+    assert found is not None and found[0] <= math.ceil(H / (x - K)) + 3, found
 
 
 def test_a_rise_below_e_to_the_drift_and_single_outliers_raise_no_alarm():

@@ -162,9 +162,10 @@ def test_context_switch_restores_the_right_model(daemon):
 def test_control_context_command_takes_effect_at_next_packet(daemon):
     with RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"]) as c:
         before = send_all(c, [synthetic_state(200_000)])[0].context
-        reply = daemon.request("context", name="ctl-ctx")
-        assert reply["scheduled"] == "ctl-ctx"
+        reply = daemon.request("context", name="ctl-ctx", create=True)
+        assert reply["override"] == "ctl-ctx" and reply["new"]
         after = send_all(c, [synthetic_state(200_001)])[0].context
+        daemon.request("context", release=True)
     assert before != "ctl-ctx" and after == "ctl-ctx"
 
 

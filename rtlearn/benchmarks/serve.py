@@ -181,15 +181,17 @@ def run_packet_bench(config: dict | None = None, packets: int = 3000,
     import timeit
 
     from rtlearn.kernels import packet as K
-    from rtlearn.learner import OnlineLearner
+    from rtlearn.learner.api import kind_of
     from rtlearn.protocol.schema import encode_prediction, read_state
-    from rtlearn.service.config import learner_config
+    from rtlearn.service.daemon import make_learner
 
     cfg = load_config(None, config)
-    trained = OnlineLearner(learner_config(cfg, 7))
-    arena = Arena(trained, 2)
+    trained, predictor = make_learner(cfg, 7), make_learner(cfg, 7)
+    batch = int(cfg["learner"]["batch_size"])
+    kind_of(trained).warm_up(trained, batch)
+    arena = Arena(trained, 2, batch)
     arena.publish(trained, 0)
-    model = ServingModel(arena, OnlineLearner(trained.config), "bench")
+    model = ServingModel(arena, predictor, "bench")
     model.try_refresh()
     frame = encode_state(synthetic_state(1), stream=1)
     vec, head = np.zeros((4, 7)), np.zeros(K.HEAD_LEN, np.int64)
@@ -204,13 +206,18 @@ def run_packet_bench(config: dict | None = None, packets: int = 3000,
 
     whole()
     cost = lambda f: timeit.timeit(f, number=packets) / packets * 1e6  # noqa: E731
-    result = {"hidden": list(cfg["learner"]["hidden"]), "cpus": sorted(os.sched_getaffinity(0)),
+    lc = cfg["learner"]
+    learner = (f"MLP {list(lc['hidden'])}" if lc["kind"] == "mlp" else
+               f"I-SSGPR D = {trained.config.n_features}")
+    result = {"learner": learner, "hidden": list(lc["hidden"]),
+              "cpus": sorted(os.sched_getaffinity(0)),
               "parse_state_us": cost(lambda: K.parse_state(frame, 7, vec, head, ctx)),
               "read_state_us": cost(lambda: read_state(frame, 7)),
               "predict_us": cost(lambda: model.predict(x)),
               "encode_prediction_into_us":
                   cost(lambda: K.encode_prediction_into(out, 1, 0.5, tau, ctx, True)),
               "encode_prediction_us": cost(lambda: encode_prediction(1, 0.5, tau, "bench", True))}
+    result.update(_telemetry_costs(cfg, trained, arena, cost))
     period = 1.0 / rate
     for mode in ("hot", "sleep", "spin"):
         t = np.zeros(packets)
@@ -229,11 +236,51 @@ def run_packet_bench(config: dict | None = None, packets: int = 3000,
     return result
 
 
+def _telemetry_costs(cfg, learner, arena: Arena, cost) -> dict:
+    """What the telemetry adds (rtlearn.service.telemetry): the serving process's stores
+    beside each sample while recording, and the learning process's work per batch and per
+    message (built and encoded; full latency ring, 7 joints)."""
+    from types import SimpleNamespace
+
+    from rtlearn.protocol.telemetry import encode_telemetry
+    from rtlearn.service.autocontext import AutoContexts
+    from rtlearn.service.contexts import ContextBank
+    from rtlearn.service.stats import Stats
+    from rtlearn.service.telemetry import Telemetry
+
+    c = learner.config
+    arena.latency[:] = np.random.default_rng(0).uniform(5e-5, 2e-4, arena.latency.shape[0])
+    tel = Telemetry({**cfg["telemetry"], "enabled": False}, "bench",
+                    [f"joint_{j}" for j in range(c.n_joints)], time.time())
+    tel.open(arena)
+    tel.serving_counters = {"latency_count": arena.latency.shape[0]}
+    stats = Stats(c.n_joints)
+    for _ in range(200):
+        stats.step_time.add(1e-3)
+    proc = SimpleNamespace(learner=learner, stats=stats, screen=SimpleNamespace(counts={}),
+                           auto=AutoContexts(cfg["contexts"], c.n_joints, c.n_inputs),
+                           bank=ContextBank("bench", 2))
+
+    def stores():
+        meta, ids = arena.T[1, 3], arena.S[1, 3]
+        meta[0], meta[1], ids[0], ids[1] = 0.5, 123.4, 99, True
+
+    frame = encode_telemetry(tel.message(proc))
+    return {"recording_stores_us": cost(stores),
+            "telemetry_batch_us": cost(lambda: tel.batch(0, c.batch_size, "bench")),
+            "telemetry_message_us": cost(lambda: encode_telemetry(tel.message(proc))),
+            "telemetry_frame_bytes": len(frame)}
+
+
 def packet_summary(r: dict) -> str:
-    rows = [f"per-packet work alone, MLP {r['hidden']}, CPUs {r['cpus']} (µs)",
+    rows = [f"per-packet work alone, {r['learner']}, CPUs {r['cpus']} (µs)",
             f"  decode   compiled {r['parse_state_us']:6.2f}   Python read_state {r['read_state_us']:6.2f}",
             f"  predict  {r['predict_us']:6.2f}",
-            f"  encode   compiled {r['encode_prediction_into_us']:6.2f}   Python {r['encode_prediction_us']:6.2f}"]
+            f"  encode   compiled {r['encode_prediction_into_us']:6.2f}   Python {r['encode_prediction_us']:6.2f}",
+            f"  recording stores (only with [telemetry] mcap / foxglove_port) "
+            f"{r['recording_stores_us']:6.2f}",
+            f"  telemetry, learning process: per batch {r['telemetry_batch_us']:6.1f}, per "
+            f"message {r['telemetry_message_us']:6.1f} ({r['telemetry_frame_bytes']} B)"]
     for mode, text in (("hot", "back to back"), ("sleep", "1 kHz, sleeping between"),
                        ("spin", "1 kHz, spinning between")):
         q = r[f"path_{mode}_us"]

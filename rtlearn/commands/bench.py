@@ -30,6 +30,8 @@ def add_arguments(p):
     p.add_argument("--learner", choices=["mlp", "issgpr", "both"], default="mlp",
                    help="step: the MLP with memory (and its numpy/torch twins), the I-SSGPR "
                         "peer, or both in one run")
+    p.add_argument("--features", type=int, metavar="D",
+                   help="step: I-SSGPR's number of random features (default: ISSGPRConfig's)")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="seconds at 1 kHz for the echo and for the daemon (serve), of the "
                         "run (soak, unless --minutes)")
@@ -50,7 +52,8 @@ def add_arguments(p):
 def _row(name, r):
     if r is None:
         return f"  {name:<22} (not installed)"
-    return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms"
+    cpu = f"  (CPU time p50 {r['cpu_p50']:.3f}  p99 {r['cpu_p99']:.3f})" if "cpu_p99" in r else ""
+    return f"  {name:<22} p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.3f} ms{cpu}"
 
 
 def profile_summary(p: dict) -> str:
@@ -144,7 +147,11 @@ def run(args) -> int:
                                     say=lambda text: print(text, file=out, flush=True))
             print(step_summary(result), file=out)
         if args.learner in ("issgpr", "both"):
-            gp = result["issgpr"] = run_issgpr_bench(steps=args.steps, warmup=args.warmup)
+            from rtlearn.learner.issgpr import ISSGPRConfig
+            config = ISSGPRConfig() if args.features is None else \
+                ISSGPRConfig(n_features=args.features)
+            gp = result["issgpr"] = run_issgpr_bench(steps=args.steps, warmup=args.warmup,
+                                                     config=config)
             c = gp["config"]
             print(f"I-SSGPR: {c['n_joints']} joints, D = {c['n_features']} features, batch "
                   f"{c['batch_size']}, forget {c['forget']}, {c['steps']} steps, state "

@@ -12,8 +12,12 @@ HELP = "talk to a running daemon's control socket"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from rtlearn.protocol.schema import DEFAULT_CONTROL_ENDPOINT
 
-    parser.add_argument("--endpoint", default=DEFAULT_CONTROL_ENDPOINT,
-                        help=f"daemon control endpoint (default {DEFAULT_CONTROL_ENDPOINT})")
+    parser.add_argument("--config", metavar="FILE",
+                        help="the daemon's TOML config: its control endpoint and CURVE public "
+                             "key (--endpoint and --server-key win over it)")
+    parser.add_argument("--endpoint",
+                        help=f"daemon control endpoint (default: the --config one, else "
+                             f"{DEFAULT_CONTROL_ENDPOINT})")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     parser.add_argument("--server-key", help="daemon's CURVE public key (remote control)")
     parser.add_argument("--client-key", nargs=2, metavar=("PUBLIC", "SECRET"),
@@ -21,8 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("status", help="statistics as JSON")
     sub.add_parser("contexts", help="stored payload contexts: samples learned, last use")
-    p = sub.add_parser("context", help="switch payload context at the next packet")
-    p.add_argument("name")
+    p = sub.add_parser("context", help="hold payload context NAME from the next packet on, "
+                                       "over packet labels and automatic detection, until "
+                                       "--release")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--create", action="store_true",
+                   help="NAME may be a new context (else an unknown NAME is refused)")
+    p.add_argument("--release", action="store_true",
+                   help="end the override: labels and automatic detection decide again")
     p = sub.add_parser("save", help="snapshot now (path relative to the snapshot directory)")
     p.add_argument("path", nargs="?")
     p = sub.add_parser("load", help="load a snapshot (relative to the snapshot directory)")
@@ -45,8 +55,26 @@ def run(args) -> int:
         public, secret = zmq.curve_keypair()
         print(f'curve_public_key = "{public.decode()}"\ncurve_secret_key = "{secret.decode()}"')
         return 0
-    from rtlearn.service.config import z85_key_error
+    from rtlearn.protocol.client import endpoint_problem
+    from rtlearn.protocol.schema import DEFAULT_CONTROL_ENDPOINT
+    from rtlearn.service.config import ConfigError, load_config, z85_key_error
+    from rtlearn.service.control import not_listening
 
+    if args.action == "context" and (args.name is None) == (not args.release):
+        print("rtlearn ctl context: give NAME, or --release (not both)", file=sys.stderr)
+        return 2
+    if args.config:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            print(f"rtlearn ctl: {e}", file=sys.stderr)
+            return 2
+        args.endpoint = args.endpoint or cfg["endpoints"]["control"]
+        args.server_key = args.server_key or cfg["security"]["curve_public_key"] or None
+    args.endpoint = args.endpoint or DEFAULT_CONTROL_ENDPOINT
+    if problem := endpoint_problem(args.endpoint):
+        print(f"rtlearn ctl: --endpoint {problem}", file=sys.stderr)
+        return 2
     keys = [("--server-key", args.server_key)] if args.server_key else []
     keys += [("--client-key", k) for k in args.client_key or ()]
     for flag, key in keys:
@@ -55,8 +83,14 @@ def run(args) -> int:
             return 2
     request = {k: v for k, v in vars(args).items()
                if k in ("name", "path", "lr", "memory") and v is not None}
+    request.update({k: True for k in ("create", "release") if getattr(args, k, False)})
     if "memory" in request:
         request["memory"] = request["memory"] == "on"
+    if why := not_listening(args.endpoint):
+        print(f"rtlearn ctl: no daemon: {why}. Is `rtlearn serve` running, with this control "
+              f"endpoint ([endpoints] control of its config; `--config FILE` reads it)?",
+              file=sys.stderr)
+        return 2
     client = ControlClient(args.endpoint, args.timeout, args.server_key,
                            tuple(args.client_key) if args.client_key else None)
     try:

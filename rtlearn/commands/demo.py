@@ -24,12 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from rtlearn.commands.interrupt import interruptible
     from rtlearn.service.demo import run_demo
 
-    learner = {"hidden": args.hidden} if args.hidden else None
-    result = run_demo(args.seconds, args.transport, not args.no_progress, learner,
-                      auto=args.auto)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    def work() -> int:
+        learner = {"hidden": args.hidden} if args.hidden else None
+        result = run_demo(args.seconds, args.transport, not args.no_progress, learner,
+                          auto=args.auto)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
+
+    # Ctrl-C / SIGTERM: the daemon is stopped and the temporary folder removed, no traceback
+    return interruptible("demo", work)

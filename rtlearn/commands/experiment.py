@@ -120,6 +120,12 @@ def _payload_swap_options(args) -> dict:
 
 
 def run(args) -> int:
+    from .interrupt import interruptible
+    # Ctrl-C / SIGTERM: the trial processes end quietly, one line instead of tracebacks
+    return interruptible("experiment", lambda: _run(args))
+
+
+def _run(args) -> int:
     from rtlearn.experiments.runner import run_experiment
     own = {"online-lift": ("methods", "dtype"), "digits": ("mnist",),
            "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from rtlearn.commands.sim import add_publish_arguments, parse_speed, run_stream
 
 HELP = "replay a recorded log or ROS 2 bag"
@@ -37,6 +39,26 @@ def open_source(args):
     return LogSource(args.file, robot=robot)
 
 
+def acceleration_note(source) -> str | None:
+    """What a user should know when the accelerations learned from are estimated, not
+    measured: where they come from and how late they are."""
+    from rtlearn.sources.filters import DEFAULT_WINDOW, lag_seconds
+    from rtlearn.sources.rosbag import BagSource
+
+    if isinstance(source, BagSource):
+        return (f"a ROS 2 bag carries no accelerations: they are estimated from the velocities "
+                f"(causal least-squares slope over {source.window} samples, "
+                f"{lag_seconds(source.window, 1e-3) * 1e3:.0f} ms behind at 1 kHz)")
+    qdd = source.arrays.get("qdd")
+    missing = len(source) if qdd is None else int(np.isnan(qdd[:, 0]).sum())
+    if not missing:
+        return None
+    return (f"{missing} of {len(source)} packets of this log carry no accelerations: the "
+            f"daemon estimates them from the velocities (causal least-squares slope over "
+            f"{DEFAULT_WINDOW} samples, {lag_seconds(DEFAULT_WINDOW, 1e-3) * 1e3:.0f} ms behind "
+            f"at 1 kHz)")
+
+
 def run(args) -> int:
     from rtlearn.sources.base import SourceError
 
@@ -46,8 +68,10 @@ def run(args) -> int:
         print(f"rtlearn replay: {e}", file=sys.stderr)
         return 2
     source.speed = args.speed
+    if note := acceleration_note(source):
+        print(f"rtlearn replay: {note}", file=sys.stderr)
     try:
-        return run_stream(source, args, {"source": "replay", "file": str(args.file)})
+        return run_stream(source, args, {"source": "replay", "file": str(args.file)}, "replay")
     except SourceError as e:
         print(f"rtlearn replay: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from rtlearn.commands.interrupt import interrupts
+
 HELP = "simulate an arm and publish / record its joint stream"
 
 
@@ -49,7 +51,12 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
                    help="daemon prediction endpoint to read predictions from (default: the "
                         "protocol's; 'none' when publishing only to a recorder)")
     g.add_argument("--no-publish", action="store_true", help="do not publish (e.g. only --record)")
-    parser.add_argument("--record", metavar="FILE", help="also write the stream to an rtlearn log")
+    g.add_argument("--no-daemon-ok", action="store_true",
+                   help="publish even when no daemon answers the handshake (else: exit 3)")
+    g.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for the daemon's handshake (default 5)")
+    parser.add_argument("--record", metavar="FILE",
+                        help="also write the stream to an rtlearn log (.npz)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=parse_speed, default=1.0,
                         help="1 = real time 1 kHz (default), 'max' = as fast as possible")
     parser.add_argument("--stdin-payloads", action="store_true",
-                        help="read payload names from stdin, one per line, and swap them in live")
+                        help="read payload names from stdin, one per line, and swap them in "
+                             "live; a live payload holds (the task's per-cycle payloads stop)")
     add_publish_arguments(parser)
 
 
-def open_client(args):
+def open_client(args, robot):
     """A RobotClient for the publishing options, or None with --no-publish."""
     if args.no_publish:
         return None
@@ -82,39 +90,66 @@ def open_client(args):
         kwargs["state_endpoints"] = args.connect
     if args.predictions:
         kwargs["prediction_endpoint"] = None if args.predictions == "none" else args.predictions
-    return protocol_client.RobotClient(**kwargs)
+    return protocol_client.RobotClient(**kwargs, handshake_timeout=args.wait, robot=robot)
 
 
-def run_stream(source, args, meta: dict) -> int:
-    """Publish and/or record every state of `source`; print throughput and pacing figures."""
+def run_stream(source, args, meta: dict, prog: str = "sim") -> int:
+    """Publish and/or record every state of `source`; print throughput and pacing figures.
+    Exit 2 for a log that cannot be written or a bad endpoint, 3 when no daemon answered
+    (unless --no-daemon-ok); both before anything is sent or recorded."""
+    from rtlearn.protocol.client import RobotMismatchError
+    from rtlearn.sources.base import SourceError
     from rtlearn.sources.log import LogWriter
 
-    client = open_client(args)
-    writer = LogWriter(args.record, source.robot, meta) if args.record else None
+    try:
+        writer = LogWriter(args.record, source.robot, meta) if args.record else None
+    except SourceError as e:
+        source.close()
+        print(f"rtlearn {prog}: --record {e}", file=sys.stderr)
+        return 2
+    try:
+        client = open_client(args, source.robot)
+    except (ValueError, RobotMismatchError) as e:
+        client, problem = None, (2, str(e))
+    else:
+        problem = None
+        if client is not None and not client.ready and not args.no_daemon_ok:
+            client.close(linger=0)
+            problem = (3, f"no daemon answered within {args.wait:g} s "
+                          f"({client.handshake_status()}): start `rtlearn serve` first or check "
+                          "--connect / --predictions; --no-daemon-ok sends anyway, --no-publish "
+                          "only records")
+    if problem is not None:
+        if writer is not None:
+            writer.discard()
+        source.close()
+        print(f"rtlearn {prog}: {problem[1]}", file=sys.stderr)
+        return problem[0]
     predictions = 0
     lateness = []
     count = 0
     start = time.perf_counter()
     try:
-        for state in source:
-            if client is not None:
-                client.publish(state)
-                while client.poll_prediction() is not None:
-                    predictions += 1
-            if writer is not None:
-                writer.append(state)
-            if args.speed:
-                lateness.append(time.perf_counter() - start - state.t / args.speed)
-            count += 1
+        with interrupts():  # SIGTERM too: what was recorded is written
+            for state in source:
+                if client is not None:
+                    client.publish(state)
+                    while client.poll_prediction() is not None:
+                        predictions += 1
+                if writer is not None:
+                    writer.append(state)
+                if args.speed:
+                    lateness.append(time.perf_counter() - start - state.t / args.speed)
+                count += 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:
         elapsed = time.perf_counter() - start
         source.close()
-        if writer is not None:
-            writer.close()
         if client is not None:
             client.close()
+        if writer is not None:
+            writer.close()  # LogPathError: the message says where the data went instead
     line = f"{count} packets in {elapsed:.3f} s = {count / max(elapsed, 1e-9):.0f} packets/s"
     if lateness:
         late = np.array(lateness) * 1e3
@@ -148,7 +183,11 @@ def run(args) -> int:
     meta = {"source": "sim", "task": args.task, "payload": payloads, "cycles": args.cycles,
             "seed": args.seed, "noise": args.noise, "friction": not args.no_friction,
             "schedule": args.schedule}
-    return run_stream(source, args, meta)
+    try:
+        return run_stream(source, args, meta)
+    except SourceError as e:
+        print(f"rtlearn sim: {e}", file=sys.stderr)
+        return 2
 
 
 def _payload_commands(source) -> None:

@@ -6,12 +6,13 @@ rtlearn.protocol.schema.read_state, which stays the reference and names the erro
 status promises that read_state would accept the frame with bit-identical values.
 
 Handled: a fixmap / map16 of at most 16 entries whose keys are fixstr and among v, seq, t, q,
-qd, tau, qdd, ctx, stream, each at most once, and nothing after the map; v an int equal to 1;
-seq and stream ints in [0, 2^63); t a float64, float32 or int, finite; q, qd, tau, qdd bin8 /
-bin16 of exactly 8 n bytes, all finite; qdd, ctx and stream may be nil (= absent); ctx a
+qd, tau, qdd, ctx, stream, rid, each at most once, and nothing after the map; v an int equal
+to 1; seq and stream ints in [0, 2^63); rid an int in [0, 2^32) equal to the daemon's rid
+(unless that is -1: any); t a float64, float32 or int, finite; q, qd, tau, qdd bin8 / bin16
+of exactly 8 n bytes, all finite; qdd, ctx, stream and rid may be nil (= absent); ctx a
 fixstr / str8 that equals ctx_now byte for byte, or else 1..64 printable ASCII characters.
 Everything else -- float arrays, other encodings, unknown keys, non-ASCII labels other than
-ctx_now, any invalid input -- is FALLBACK. The frame is never read out of bounds.
+ctx_now, another robot's rid, any invalid input -- is FALLBACK. The frame is never read out of bounds.
 
 `check_torque` decides whether a prediction may be published as valid (schema.torque_problem
 is its reference); `encode_prediction_into` writes the reply (schema.encode_prediction).
@@ -49,9 +50,10 @@ HEAD_LEN = 7
 MAX_STATE_FRAME = 4096
 MAX_JOINTS = 64          # 8 n bytes within msgpack's max_bin_len 512
 MAX_LABEL = 64
+MAX_RID = 2 ** 32 - 1
 
 # key ids, also the bit of each in the seen-mask
-_V, _SEQ, _T, _Q, _QD, _TAU, _QDD, _CTX, _STREAM = range(9)
+_V, _SEQ, _T, _Q, _QD, _TAU, _QDD, _CTX, _STREAM, _RID = range(10)
 _REQUIRED = (1 << _V) | (1 << _SEQ) | (1 << _T) | (1 << _Q) | (1 << _QD) | (1 << _TAU)
 _EXP = np.int64(0x7FF)
 
@@ -147,6 +149,8 @@ def _key_id(buf, p, k):
             return _QDD
         if c0 == 99 and c1 == 116 and c2 == 120:     # ctx
             return _CTX
+        if c0 == 114 and c1 == 105 and c2 == 100:    # rid
+            return _RID
     elif k == 6:
         if (buf[p] == 115 and buf[p + 1] == 116 and buf[p + 2] == 114 and buf[p + 3] == 101
                 and buf[p + 4] == 97 and buf[p + 5] == 109):    # stream
@@ -185,9 +189,11 @@ def _read_vector(buf, p, end, n, vec, row):
 
 
 @njit(**JIT)
-def parse_state(buf, n, vec, head, ctx_now):
+def parse_state(buf, n, vec, head, ctx_now, rid=-1):
     """Decode a state packet of n joints from the frame bytes buf -> status. buf: a uint8
     array (np.frombuffer(frame, np.uint8)) or the bytes object itself (cheaper to pass).
+    rid: the robot identity a packet's "rid" must equal (-1: any); a packet without one
+    passes.
 
     On an OK status (>= 0): vec (float64, (4, n)) holds q, qd, tau and, when
     head[H_HAS_QDD], qdd in its rows 0..3; head (int64, HEAD_LEN) holds seq, the bits of t,
@@ -232,11 +238,15 @@ def parse_state(buf, n, vec, head, ctx_now):
         seen |= 1 << key
         p += 1 + k
         vb = buf[p]
-        if vb == 0xC0 and (key == _QDD or key == _CTX or key == _STREAM):
+        if vb == 0xC0 and (key == _QDD or key == _CTX or key == _STREAM or key == _RID):
             p += 1    # nil: absent
         elif key == _V:
             kind, v, p = _read_int(buf, p, end)
             if kind != _INT64 or v != 1:
+                return FALLBACK
+        elif key == _RID:
+            kind, v, p = _read_int(buf, p, end)
+            if kind != _INT64 or v < 0 or v > MAX_RID or (rid >= 0 and v != rid):
                 return FALLBACK
         elif key == _SEQ or key == _STREAM:
             kind, v, p = _read_int(buf, p, end)

@@ -4,13 +4,22 @@ model_copy). Equations G1-G6 of docs/algorithm.md; kernels in rtlearn.kernels.is
 
 D random Fourier features of a Gaussian kernel with one length scale per input (eq. G1),
 shared by all outputs; the exact ridge / GP-posterior-mean weights of every output from one
-Cholesky factor R of A = f-weighted Phi^T Phi + lambda I, updated by one rank-1 update per
-sample (eqs. G2-G4), so each sample costs O(D^2) for ever. Exponential forgetting f <= 1 for
+Cholesky factor R of A = f-weighted Phi^T Phi + lambda I, updated by rank-1 updates, a
+block of samples per pass over R (eqs. G2-G4), so each sample costs O(D^2) for ever. Exponential forgetting f <= 1 for
 non-stationary dynamics. The first seconds are a calibration window: predicted by the running
 mean of the targets until `calib[0]` samples are in, then at each count of `calib` the
 kernel's hyper-parameters are fitted on the window so far by type-II maximum likelihood of an
 exact GP (eq. G6) and the window is learned again by the RLS with the new kernel; after the
-last count the window is dropped from the work and the kernel stays.
+last count the window is dropped from the work and the kernel stays. With
+`background_fit=True` (the daemon) a fit runs in a thread while learning goes on with the
+kernel of before; the window keeps filling (up to twice calib[-1] samples) and is learned
+again, whole, when the new kernel takes effect, at the first learn_many after the fit.
+
+For rtlearn.service (the Learner protocol, rtlearn.learner.api): one payload context is the
+whole model, its kernel included (`network_state`: P, c, hyper, Rz, W, y_mean, t and the
+residual scale); what every context shares is the calibration (`memory_state`: its stage and
+window), so a snapshot holds it and a resumed learner does not fit again. There is no
+learning rate: `set_lr` and `set_memory_learning` refuse.
 Residual mode (the semiparametric learner of Camoriano et al., ICRA 2016) is a choice of
 targets: give it tau - RNEA(q, qd, qdd) as online-lift does.
 """
@@ -18,16 +27,18 @@ targets: give it tau - RNEA(q, qd, qdd) as online-lift does.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..kernels import issgpr as K
+from .robust import ResidualScale
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-issgpr"
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: z = R^-T b beside R (Rz) instead of b (B); a window of 2 calib[-1]
 
 
 @dataclass(frozen=True)
@@ -142,29 +153,61 @@ class ISSGPRModel:
         np.copyto(self.y_mean, y_mean)
 
 
+class _Fit(threading.Thread):
+    """A kernel fit (eq. G6) off the learning thread; `token` names the state it is for."""
+
+    def __init__(self, X, Y, iters: int, stage: int, token: int):
+        super().__init__(name="rtlearn-issgpr-fit", daemon=True)
+        self.X, self.Y, self.iters, self.stage, self.token = X, Y, iters, stage, token
+        self.result, self.error = None, None
+
+    def run(self) -> None:
+        try:
+            self.result = _fit(self.X, self.Y, self.iters)
+        except Exception as e:  # handed to the learning thread, which raises it
+            self.error = e
+
+
+def _fit(X, Y, iters) -> dict:
+    # One BLAS thread: on 2 busy CPUs two OpenBLAS threads made the fit 10x slower
+    # (5.9 s against 0.54 s for 250 points, 150 iterations).
+    with threadpool_limits(1):
+        return fit_hyperparameters(X, Y, iters)
+
+
 class ISSGPR:
     """I-SSGPR for all joints: shared features and Cholesky factor, one weight vector each."""
 
-    def __init__(self, config: ISSGPRConfig = ISSGPRConfig()):
+    def __init__(self, config: ISSGPRConfig = ISSGPRConfig(), background_fit: bool = False):
         self.config = c = config
+        self.background_fit = background_fit
         D, m, J, n = c.n_features, c.n_features // 2, c.n_joints, c.n_inputs
         self.scale = 1.0 / np.sqrt(m)
         # Eq. G1: frequencies of the unit Gaussian kernel, drawn once from the seed.
         self.omega = np.random.default_rng(c.seed).standard_normal((m, n))
         self.P, self.c = np.zeros((m, n)), np.zeros(m)
-        self.R, self.B, self.W = np.eye(D), np.zeros((J, D)), np.zeros((J, D))
+        # R and z = R^-T b_j side by side: one rotation updates both (QR-RLS, eq. G3)
+        self.Rz = np.zeros((D, D + J))
+        self.R, self.z = self.Rz[:, :D], self.Rz[:, D:]
+        np.fill_diagonal(self.R, 1.0)
+        self.W = np.zeros((J, D))
         self.y_mean = np.zeros(J)
         self.t = np.zeros(1, dtype=np.int64)  # samples learned with this kernel (eq. G3')
         # x_mean (n), length_scales (n), [signal, noise]: the kernel in use.
         self.hyper = np.zeros(2 * n + 2)
         # Calibration: stage k means the kernel was fitted at calib[k - 1] samples; the
-        # window is kept until the last fit, which ends calibration.
+        # window is kept until the last fit, which ends calibration. Room for twice the last
+        # count: a background fit's samples are learned again with its kernel.
         self.stage = 0
-        self.calib_X, self.calib_Y = np.zeros((c.calib[-1], n)), np.zeros((c.calib[-1], J))
+        self.calib_X = np.zeros((2 * c.calib[-1], n))
+        self.calib_Y = np.zeros((2 * c.calib[-1], J))
         self.calib_fill = 0
+        self._fitting: _Fit | None = None
+        self._token = 0  # changes when the calibration state is replaced: a running fit lapses
+        self.resid = ResidualScale(J)  # kept by the daemon's sample screen
         self.n_steps = self.n_samples = 0
         self._x1, self._y1, self._phi1 = np.zeros(n), np.zeros(J), np.zeros(D)
-        self._phi, self._v, self._z, self._pred = np.zeros(D), np.zeros(D), np.zeros(D), np.zeros(J)
+        self._V, self._pred = np.zeros((2 * K.CHUNK, D + J)), np.zeros(J)
         self._loss = np.zeros(J)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -172,7 +215,7 @@ class ISSGPR:
                             y_mean) -> None:
         """Fix the kernel and restart the regression (ends any calibration): P = Omega
         diag(1/l), c = P x_mean (eq. G1), R = sqrt(lambda) I with lambda = (noise / signal)^2
-        (eq. G2), b = 0, w = 0; targets are learned as y - y_mean."""
+        (eq. G2), z = 0, w = 0; targets are learned as y - y_mean."""
         x_mean = np.asarray(x_mean, dtype=np.float64)
         ell = np.asarray(length_scales, dtype=np.float64)
         if not (np.all(ell > 0) and signal > 0 and noise > 0):
@@ -180,9 +223,8 @@ class ISSGPR:
         np.divide(self.omega, ell[None, :], out=self.P)
         np.copyto(self.c, self.P @ x_mean)
         np.copyto(self.y_mean, y_mean)
-        self.R[...] = 0.0
+        self.Rz[...] = 0.0
         np.fill_diagonal(self.R, noise / signal)
-        self.B[...] = 0.0
         self.W[...] = 0.0
         self.t[0] = 0
         n = self.config.n_inputs
@@ -199,18 +241,46 @@ class ISSGPR:
         signal, noise = self.hyper[-2:]
         return float((noise / signal) ** 2)
 
+    @property
+    def fitting(self) -> bool:
+        """A background kernel fit is under way."""
+        return self._fitting is not None
+
     def _calibrate(self) -> None:
-        """Fit the kernel on the window so far (eq. G6) and learn the window again with it."""
+        """Fit the kernel on the window so far (eq. G6), in a thread with background_fit,
+        and learn the window again with it."""
         c, n = self.config, self.calib_fill
         stage = sum(n >= k for k in c.calib)
         pick = np.linspace(0, n - 1, min(n, c.fit_points)).round().astype(np.int64)
-        # One BLAS thread: on 2 busy CPUs two OpenBLAS threads made the fit 10x slower
-        # (5.9 s against 0.54 s for 250 points, 150 iterations).
-        with threadpool_limits(1):
-            h = fit_hyperparameters(self.calib_X[pick], self.calib_Y[pick], c.fit_iters)
+        fit = _Fit(self.calib_X[pick], self.calib_Y[pick], c.fit_iters, stage, self._token)
+        if self.background_fit:
+            self._fitting = fit
+            fit.start()
+        else:
+            fit.run()
+            self._use_fit(fit)
+
+    def finish_fit(self, wait: bool = True) -> bool:
+        """A background fit that has ended (or, with wait, the running one once it ends)
+        takes effect; True if one did."""
+        fit = self._fitting
+        if fit is None or (not wait and fit.is_alive()):
+            return False
+        fit.join()
+        self._fitting = None
+        if fit.token != self._token:
+            return False  # the calibration state was replaced meanwhile (rollback, load)
+        self._use_fit(fit)
+        return True
+
+    def _use_fit(self, fit: _Fit) -> None:
+        if fit.error is not None:
+            raise fit.error
+        h = fit.result
         self.set_hyperparameters(h["x_mean"], h["length_scales"], h["signal"], h["noise"],
                                  h["y_mean"])
-        self.stage = stage
+        self.stage = fit.stage
+        n = self.calib_fill
         self._learn(self.calib_X[:n], self.calib_Y[:n])
 
     # -- river-style API --------------------------------------------------------------------
@@ -222,12 +292,13 @@ class ISSGPR:
         K.predict_one(m.P, m.c, self.scale, m.W, m.y_mean, self._x1, self._phi1, self._y1)
         return self._y1
 
-    def predict_many(self, X: np.ndarray) -> np.ndarray:
+    def predict_many(self, X: np.ndarray, model: ISSGPRModel | None = None) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)
+        m = self if model is None else model
         out = np.zeros((X.shape[0], self.config.n_joints))
         phi = np.zeros(self.config.n_features)
         for i in range(X.shape[0]):
-            K.predict_one(self.P, self.c, self.scale, self.W, self.y_mean, X[i], phi, out[i])
+            K.predict_one(m.P, m.c, self.scale, m.W, m.y_mean, X[i], phi, out[i])
         return out
 
     def learn_many(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -237,27 +308,28 @@ class ISSGPR:
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         self.n_steps += 1
         self.n_samples += len(X)
+        self.finish_fit(wait=False)
         if self.calibrated:
             return self._learn(X, Y).copy()
         loss = self._learn(X, Y).copy() if self.stage else np.mean((Y - self.y_mean) ** 2, 0)
         fill = self.calib_fill
-        take = min(len(X), len(self.calib_X) - fill)
+        take = min(len(X), len(self.calib_X) - fill)  # beyond: only the kernel of before
         self.calib_X[fill:fill + take] = X[:take]
         self.calib_Y[fill:fill + take] = Y[:take]
         self.calib_fill = fill = fill + take
         if not self.stage:
             np.copyto(self.y_mean, self.calib_Y[:fill].mean(0))
-        if fill >= self.config.calib[self.stage]:
+        if not self.fitting and fill >= self.config.calib[self.stage]:
             self._calibrate()
-            if take < len(X):
+            if take < len(X) and not self.fitting:
                 self._learn(X[take:], Y[take:])
         return loss
 
     def _learn(self, X, Y) -> np.ndarray:
         f = self.config.forget
-        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.R, self.B, self.W,
-                np.sqrt(f), (1.0 - f) * self.ridge * self.config.n_features, self.t,
-                self._phi, self._v, self._z, self._pred, self._loss)
+        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rz, self.W, f,
+                (1.0 - f) * self.ridge * self.config.n_features, self.t, self._V, self._pred,
+                self._loss)
         return self._loss
 
     def model_copy(self) -> ISSGPRModel:
@@ -266,16 +338,92 @@ class ISSGPR:
     def copy_model_into(self, out: ISSGPRModel) -> None:
         out.assign(self.P, self.c, self.W, self.y_mean)
 
+    # -- the Learner protocol of rtlearn.service (rtlearn.learner.api) --------------------
+    CONTEXT = ("P", "c", "hyper", "Rz", "W", "y_mean", "t")
+
+    def _context(self) -> dict[str, np.ndarray]:
+        d = {k: getattr(self, k) for k in self.CONTEXT}
+        d.update({f"resid.{k}": v for k, v in self.resid.arrays().items()})
+        return d
+
+    def network_state(self) -> dict[str, np.ndarray]:
+        """One payload context: the whole model, its kernel included (a copy)."""
+        return {k: np.array(v, copy=True) for k, v in self._context().items()}
+
+    def set_network_state(self, d: dict, scope: str = "all") -> None:
+        """Load a network_state. Both scopes load all of it: a context owns the whole model
+        (the kernel is the same in every context fitted after the calibration; a context
+        left during it keeps the kernel it was learned with)."""
+        if scope not in ("all", "context"):
+            raise ValueError(f"unknown scope {scope!r}")
+        dst = self._context()
+        for k, v in dst.items():
+            if k not in d:
+                raise ValueError(f"state {k}: missing (not an I-SSGPR model)")
+            if np.shape(d[k]) != v.shape:
+                raise ValueError(f"state {k}: shape {np.shape(d[k])}, expected {v.shape}")
+        for k, v in dst.items():
+            np.copyto(v, d[k])
+
+    def batch_loss(self, X: np.ndarray, Y: np.ndarray, d: dict | None = None) -> float:
+        """Mean MSE over joints of a batch, predicted by the live model or by the model `d`
+        (a network_state); changes nothing."""
+        model = None if d is None else ISSGPRModel(*(np.asarray(d[k]) for k in (
+            "P", "c", "W", "y_mean")))
+        return float(np.mean((self.predict_many(X, model) - Y) ** 2))
+
+    def memory_state(self) -> dict[str, np.ndarray]:
+        """What every context shares: the calibration (stage, the window so far; a copy)."""
+        n = self.calib_fill
+        return {"calib.counts": np.array([self.stage, n], dtype=np.int64),
+                "calib.X": self.calib_X[:n].copy(), "calib.Y": self.calib_Y[:n].copy()}
+
+    def set_memory_state(self, d: dict, transfer: bool = True) -> None:
+        """Load a memory_state (`transfer` has no meaning here: nothing is learned about
+        learning); a fit under way lapses."""
+        stage, n = (int(v) for v in np.asarray(d["calib.counts"]))
+        X, Y = np.asarray(d["calib.X"]), np.asarray(d["calib.Y"])
+        if not (0 <= stage <= len(self.config.calib) and 0 <= n <= len(self.calib_X)
+                and X.shape == (n, self.calib_X.shape[1]) and Y.shape == (n, self.calib_Y.shape[1])):
+            raise ValueError(f"calibration state of stage {stage} with {n} samples, window "
+                             f"{X.shape} / {Y.shape}, does not fit this I-SSGPR")
+        self.stage, self.calib_fill = stage, n
+        self.calib_X[:n], self.calib_Y[:n] = X, Y
+        self._token += 1
+        self._fitting = None
+
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.W).all() and np.isfinite(self.y_mean).all())
+
+    def set_lr(self, lr: float) -> None:
+        raise ValueError("I-SSGPR has no learning rate (its weights are the exact least-squares "
+                         "solution); how fast it adapts is [learner] issgpr.forget")
+
+    def set_memory_learning(self, on: bool) -> None:
+        raise ValueError("I-SSGPR has no memory of learning rates to freeze or resume")
+
+    def rates(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def layer_rates(self) -> tuple[str, np.ndarray]:
+        """No layers, no rates: (name, an (n_joints, 0, 2) array), as OnlineLearner's."""
+        return "none", np.zeros((self.config.n_joints, 0, 2))
+
+    def options(self) -> dict:
+        """What `ctl options` could change: nothing (no rate, no memory)."""
+        return {"lr": None, "memory": None, "forget": self.config.forget}
+
     def nbytes(self) -> int:
         """Bytes of learner state (the calibration window included)."""
-        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.R, self.B, self.W,
+        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.Rz, self.W,
                                       self.y_mean, self.hyper, self.calib_X, self.calib_Y))
 
     # -- state ------------------------------------------------------------------------------
-    ARRAYS = ("omega", "P", "c", "R", "B", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
+    ARRAYS = ("omega", "P", "c", "Rz", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
 
     def save(self, path) -> None:
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        arrays.update({f"resid.{k}": v for k, v in self.resid.arrays().items()})
         arrays["counters"] = np.array([self.n_steps, self.n_samples, self.calib_fill,
                                        self.stage], dtype=np.int64)
         save_state(path, STATE_KIND, STATE_VERSION,
@@ -283,13 +431,21 @@ class ISSGPR:
 
     @classmethod
     def load(cls, path) -> "ISSGPR":
-        meta, arrays = load_state(path, STATE_KIND, (STATE_VERSION,))
+        meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
         learner = cls(ISSGPRConfig.from_dict(meta["config"]))
+        if "Rz" not in arrays:  # version 1 kept b: z = R^-T b
+            R = arrays["R"]
+            arrays["Rz"] = np.hstack([R, np.linalg.solve(R.T, arrays["B"].T)])
         for k in cls.ARRAYS:
             dst = getattr(learner, k)
+            if k.startswith("calib_") and len(arrays[k]) <= len(dst):
+                dst = dst[:len(arrays[k])]  # version 1 had room for calib[-1] samples only
             if arrays[k].shape != dst.shape:
                 raise ValueError(f"{path}: {k} has shape {arrays[k].shape}, expected {dst.shape}")
             np.copyto(dst, arrays[k])
+        for k, v in learner.resid.arrays().items():
+            if f"resid.{k}" in arrays:  # (version 1 had none: the screen starts afresh)
+                np.copyto(v, arrays[f"resid.{k}"])
         (learner.n_steps, learner.n_samples, learner.calib_fill,
          learner.stage) = (int(v) for v in arrays["counters"])
         return learner

@@ -225,6 +225,20 @@ class OnlineLearner:
             if "learn" in s:
                 s["learn"][0] = 1.0 if on else 0.0
 
+    def options(self) -> dict:
+        """The options set_lr and set_memory_learning change, as they stand: the base rate
+        (the memory's or the constant one; for a hypergradient rate the configured one) and
+        whether memories learn (None: no memory)."""
+        lr, memory = self.config.lr, None
+        for s in self.opt_state.states:
+            if "lr0" in s:
+                lr = float(s["lr0"][0])
+            elif "lr" in s:
+                lr = float(s["lr"][0])
+            if "learn" in s:
+                memory = bool(s["learn"][0] > 0)
+        return {"lr": lr, "memory": memory}
+
     def rates(self) -> dict[str, np.ndarray]:
         """Current rate per group (memory: mean predicted rate; HD: alpha; constant: lr)."""
         out = {}
@@ -233,6 +247,14 @@ class OnlineLearner:
                 if name in s:
                     out[t.name] = s[name].copy()
         return out
+
+    def layer_rates(self) -> tuple[str, np.ndarray]:
+        """(name of the transform, its rates as (n_joints, n_layers, 2)): [joint, layer,
+        0 for the weight matrix | 1 for the bias], the network's group order. The transform
+        applied last wins; a single rate (constant, hypergradient) fills every group."""
+        name, r = list(self.rates().items())[-1]
+        shape = (self.config.n_joints, len(self.net.dims) - 1, 2)
+        return name, np.broadcast_to(r, (int(np.prod(shape)),)).reshape(shape)
 
     # -- state: networks, memories, whole ---------------------------------------------------
     def network_state(self) -> dict[str, np.ndarray]:

@@ -51,6 +51,9 @@ def load_state(path, kind: str, versions: tuple[int, ...]) -> tuple[dict, dict]:
         raw = path.read_bytes()
     except OSError as e:
         raise StateFileError(f"{path}: cannot read ({e.strerror})") from e
+    if not raw.startswith(b"PK\x03\x04"):  # else numpy guesses a pickle and says so
+        raise StateFileError(f"{path}: not a valid rtlearn state file (not an .npz archive: it "
+                             f"starts with {raw[:8]!r})")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

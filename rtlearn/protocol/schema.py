@@ -30,6 +30,10 @@ MAX_LABEL = 64              # characters of a context label
 MAX_STATE_FRAME = 4096      # bytes; a 7-joint state is ~250 B
 MAX_CONTROL_FRAME = 65536
 MAX_SEQ = 2 ** 63 - 1
+MAX_RID = 2 ** 32 - 1
+
+FNV_OFFSET = 2166136261
+FNV_PRIME = 16777619
 
 REASONS = (
     "oversized",      # frame longer than the limit for its socket
@@ -41,6 +45,7 @@ REASONS = (
     "bad_length",     # a vector's length differs from the others / the robot's joint count
     "non_finite",     # NaN or +-inf in t or a vector
     "bad_value",      # out of range: negative seq, empty or overlong label, unknown command
+    "wrong_robot",    # "rid" names another robot than the one the daemon serves
 )
 
 _STATE_LIMITS = dict(max_bin_len=8 * MAX_JOINTS, max_str_len=MAX_LABEL * 4,
@@ -75,9 +80,23 @@ class Prediction(NamedTuple):
 
 
 class Hello(NamedTuple):
-    """Sent on the prediction socket to each new subscriber: proof that it is connected."""
+    """Sent on the prediction socket to each new subscriber: proof that it is connected.
+    robot, joints, rid: the robot the daemon serves (None from a daemon that does not say)."""
     n_joints: int
     context: str
+    robot: str | None = None
+    joints: tuple[str, ...] | None = None
+    rid: int | None = None
+
+
+def robot_id(name: str, joints) -> int:
+    """The robot identity "rid" of docs/protocol.md: 32-bit FNV-1a over the UTF-8 bytes of
+    the robot name followed, for each joint name, by one 0x00 byte and the joint name."""
+    h = FNV_OFFSET
+    for part in (name.encode(), *(b"\x00" + j.encode() for j in joints)):
+        for byte in part:
+            h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFF
+    return h
 
 
 def _unpack(data, limit: int, limits: dict):
@@ -120,6 +139,21 @@ def _uint(msg: dict, key: str) -> int:
         raise ProtocolError("bad_type", f"{key!r} is {type(v).__name__}, not an integer")
     if not 0 <= v <= MAX_SEQ:
         raise ProtocolError("bad_value", f"{key!r} = {v} outside [0, 2^63)")
+    return v
+
+
+def _rid(msg: dict, expected: int | None) -> int | None:
+    """The packet's robot identity (None when absent or nil); ProtocolError "wrong_robot"
+    when it is not `expected` (None: any)."""
+    v = msg.get("rid")
+    if v is None:
+        return None
+    if type(v) is not int:
+        raise ProtocolError("bad_type", f"'rid' is {type(v).__name__}, not an integer")
+    if not 0 <= v <= MAX_RID:
+        raise ProtocolError("bad_value", f"'rid' = {v} outside [0, 2^32)")
+    if expected is not None and v != expected:
+        raise ProtocolError("wrong_robot", f"rid {v} is not this robot's ({expected})")
     return v
 
 
@@ -190,9 +224,9 @@ def _f64(a) -> bytes:
 
 # --- state packets: robot -> daemon -------------------------------------------------------
 
-def encode_state(state: JointState, stream: int | None = None) -> bytes:
+def encode_state(state: JointState, stream: int | None = None, rid: int | None = None) -> bytes:
     """One state packet; `stream` identifies the sending session (lets the daemon tell a
-    restarted publisher from out-of-order packets)."""
+    restarted publisher from out-of-order packets), `rid` the robot (`robot_id`)."""
     msg = {"v": VERSION, "seq": int(state.seq), "t": float(state.t),
            "q": _f64(state.q), "qd": _f64(state.qd), "tau": _f64(state.tau)}
     if state.qdd is not None:
@@ -201,12 +235,16 @@ def encode_state(state: JointState, stream: int | None = None) -> bytes:
         msg["ctx"] = state.context
     if stream is not None:
         msg["stream"] = int(stream)
+    if rid is not None:
+        msg["rid"] = int(rid)
     return msgpack.packb(msg)
 
 
-def read_state(data, n_joints: int | None = None) -> tuple[JointState, int | None]:
+def read_state(data, n_joints: int | None = None,
+               rid: int | None = None) -> tuple[JointState, int | None]:
     """Decode and validate a state packet -> (JointState, stream id or None).
-    n_joints: the length every vector must have (None: the length of q)."""
+    n_joints: the length every vector must have (None: the length of q); rid: the robot
+    identity a packet's "rid" must equal (None: any; a packet without one is accepted)."""
     msg = _unpack(data, MAX_STATE_FRAME, _STATE_LIMITS)
     seq = _uint(msg, "seq")
     t = _number(msg, "t")
@@ -216,6 +254,7 @@ def read_state(data, n_joints: int | None = None) -> tuple[JointState, int | Non
         q, qd, tau, qdd = _vectors(msg, ("q", "qd", "tau", "qdd"), n_joints)
     context = _label(msg, "ctx")
     stream = _uint(msg, "stream") if msg.get("stream") is not None else None
+    _rid(msg, rid)
     return JointState(seq, t, q, qd, qdd, tau, context), stream
 
 
@@ -244,8 +283,26 @@ def torque_problem(tau, limit) -> str | None:
     return None
 
 
-def encode_hello(n_joints: int, context: str) -> bytes:
-    return msgpack.packb({"v": VERSION, "kind": "hello", "n_joints": n_joints, "ctx": context})
+def encode_hello(n_joints: int, context: str, robot: str | None = None,
+                 joints=None) -> bytes:
+    """robot, joints: the robot the daemon serves (its name and joint names; the hello
+    then carries its rid too)."""
+    msg = {"v": VERSION, "kind": "hello", "n_joints": n_joints, "ctx": context}
+    if robot is not None:
+        msg.update(robot=robot, joints=list(joints), rid=robot_id(robot, joints))
+    return msgpack.packb(msg)
+
+
+def _hello(msg: dict) -> Hello:
+    robot, joints = msg.get("robot"), msg.get("joints")
+    if robot is not None and type(robot) is not str:
+        raise ProtocolError("bad_type", "'robot' is not a string")
+    if joints is not None:
+        if type(joints) is not list or any(type(j) is not str for j in joints):
+            raise ProtocolError("bad_type", "'joints' is not an array of strings")
+        joints = tuple(joints)
+    return Hello(_uint(msg, "n_joints"), _label(msg, "ctx") or "", robot, joints,
+                 _rid(msg, None))
 
 
 def decode_prediction_message(data) -> Prediction | Hello:
@@ -253,7 +310,7 @@ def decode_prediction_message(data) -> Prediction | Hello:
     msg = _unpack(data, MAX_STATE_FRAME, _STATE_LIMITS)
     kind = _field(msg, "kind")
     if kind == "hello":
-        return Hello(_uint(msg, "n_joints"), _label(msg, "ctx") or "")
+        return _hello(msg)
     if kind != "prediction":
         raise ProtocolError("bad_value", f"unknown kind {kind!r}")
     valid = _field(msg, "valid")
@@ -269,7 +326,8 @@ def decode_prediction_message(data) -> Prediction | Hello:
 COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
     "contexts": {},
-    "context": {"name": ((str,), True)},
+    "context": {"name": ((str,), False), "create": ((bool,), False),
+                "release": ((bool,), False)},
     "save": {"path": ((str,), False)},
     "load": {"path": ((str,), True)},
     "reset": {},
@@ -315,6 +373,12 @@ def decode_request(data) -> tuple[str, dict]:
         if required and key not in args:
             raise ProtocolError("missing_field", f"{cmd}: argument {key!r} is required")
     if cmd == "context":
+        if args.get("release"):
+            if "name" in args or args.get("create"):
+                raise ProtocolError("bad_value", "context: release takes no name and no create")
+        elif "name" not in args:
+            raise ProtocolError("missing_field", "context: argument 'name' is required "
+                                                 "(or release: true)")
         _label(args, "name")
     return cmd, args
 

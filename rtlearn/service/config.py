@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTION_ENDPOINT,
                                      DEFAULT_STATE_ENDPOINT, MAX_LABEL)
+from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
 from rtlearn.service.realtime import cpu_plan
 
 
@@ -24,11 +25,21 @@ def _learner_default(key: str):
     from dataclasses import asdict
 
     from rtlearn.learner import LearnerConfig
+    from rtlearn.learner.issgpr import ISSGPRConfig
 
     if key in SERVICE_LEARNER_DEFAULTS:
         return SERVICE_LEARNER_DEFAULTS[key]
+    if key == "kind":
+        return "mlp"
+    if key == "issgpr":
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in ISSGPRConfig().to_dict().items() if k not in ISSGPR_FROM_LEARNER}
     value = getattr(LearnerConfig(), key)
     return list(value) if isinstance(value, tuple) else asdict(value) if key == "memory" else value
+
+
+# ISSGPRConfig fields set from the robot or from the [learner] keys both kinds share
+ISSGPR_FROM_LEARNER = ("n_joints", "n_inputs", "seed")
 
 
 # section -> key -> (default, help). The single source of truth for defaults and docs.
@@ -43,6 +54,10 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     # Passed to rtlearn.learner.LearnerConfig (defaults are its own); n_joints and n_inputs
     # come from the robot.
     "learner": {key: (_learner_default(key), text) for key, text in {
+        "kind": "mlp (one MLP per joint, memory of learning rates) or issgpr (the peer: "
+                "incremental sparse spectrum GP regression, docs/results.md \"I-SSGPR, the "
+                "peer\"); batch_size and seed apply to both, issgpr to issgpr only, the "
+                "others to mlp only",
         "hidden": "hidden layer widths of each joint's MLP",
         "optimizer": "metagd (memory of learning rates), gd, adam, sgd-hd, ... "
                      "(rtlearn.learner.OPTIMIZERS)",
@@ -52,9 +67,12 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "grad_clip": "gradient clip",
         "seed": "weight initialisation seed",
         "dtype": "float32 or float64: weights, gradients, optimizer and memory state "
-                 "(docs/performance.md, \"Learning step\")",
+                 "(docs/performance.md, \"Learning step\"); kind = mlp only",
         "memory": "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, key, "
                   "rate_min, rate_max, ...; docs/algorithm.md); lr0 is [learner] lr",
+        "issgpr": "table of rtlearn.learner.issgpr.ISSGPRConfig fields: n_features (D, even), "
+                  "forget (f per sample), calib (sample counts at which the kernel is fitted), "
+                  "fit_points, fit_iters (docs/algorithm.md, \"I-SSGPR\"); kind = issgpr only",
     }.items()},
     "contexts": {
         "initial": ("default", "name of the context the daemon starts in"),
@@ -65,9 +83,10 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
                  "acts only while no labelled packet came for label_quiet seconds"),
         "label_quiet": (5.0, "s without a labelled packet after which automatic contexts act "
                         "(labels and `ctl context` always win)"),
-        "cusum_drift": (1.0, "k: rises of the residual's mean square below e^k times its "
-                        "recent level are absorbed (log units, per 10-sample batch)"),
-        "cusum_threshold": (8.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
+        "cusum_drift": (2.0, "k: shifts of the residual (its per-joint batch median, squared, "
+                        "pooled) below e^k times their usual size are absorbed (log units, "
+                        "per 10-sample batch)"),
+        "cusum_threshold": (4.0, "h: alarm when the CUSUM exceeds it; a rise by rho is found "
                             "after ~h / (log rho - k) batches. Larger: fewer false alarms, "
                             "later detection"),
         "window": (200, "samples from a change's estimated onset until a change no stored "
@@ -122,6 +141,19 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
                  "sleeping: with a stream at 1 kHz it never sleeps and keeps its core's caches "
                  "warm, at the price of that core. Only with a spare core for it: on 2 cores it "
                  "made the round trip worse (docs/performance.md)"),
+    },
+    "telemetry": {
+        "enabled": (True, "publish the telemetry stream (docs/protocol.md, \"Telemetry socket\"; "
+                    "`rtlearn top` shows it)"),
+        "endpoint": (DEFAULT_TELEMETRY_ENDPOINT, "PUB socket the daemon binds for telemetry; "
+                     "viewers connect a SUB"),
+        "rate_hz": (20.0, "telemetry messages per second (0.1..200); built by the learning "
+                    "process, never on the per-packet path"),
+        "mcap": ("", "folder to record every accepted state, every prediction and the "
+                 "telemetry into, one rtlearn-<date>-<time>.mcap per start (\"\": off; "
+                 "docs/telemetry.md)"),
+        "foxglove_port": (0, "TCP port of a live Foxglove WebSocket bridge on 127.0.0.1 with the "
+                          "same channels as the MCAP file (0: off; needs the `foxglove` extra)"),
     },
     "security": {
         "curve_secret_key": ("", "Z85 secret key of the control socket (`rtlearn ctl keygen`); "
@@ -209,6 +241,11 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def _validate(cfg: ServiceConfig, where: str) -> None:
+    from rtlearn.protocol.client import endpoint_problem
+
+    for name, endpoint in cfg["endpoints"].items():
+        if problem := endpoint_problem(endpoint):
+            raise ConfigError(f"{where}: endpoints.{name} {problem}")
     sec = cfg["security"]
     if not is_loopback(cfg["endpoints"]["control"]):
         if not (sec["curve_secret_key"] and sec["curve_public_key"]):
@@ -258,6 +295,11 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
         raise ConfigError(f"{where}: guard.torque_margin must be > 0 (inf: no limit check)")
     if cfg["guard"]["max_seq_jump"] < 1 or cfg["guard"]["resync_after"] < 2:
         raise ConfigError(f"{where}: guard.max_seq_jump >= 1 and guard.resync_after >= 2")
+    tel = cfg["telemetry"]
+    if not 0.1 <= tel["rate_hz"] <= 200:
+        raise ConfigError(f"{where}: telemetry.rate_hz must be 0.1..200")
+    if not 0 <= tel["foxglove_port"] <= 65535:
+        raise ConfigError(f"{where}: telemetry.foxglove_port must be 0 (off) or a TCP port")
     if cfg["snapshots"]["keep"] < 1:
         raise ConfigError(f"{where}: snapshots.keep must be >= 1")
     if cfg["snapshots"]["interval"] < 0:
@@ -308,9 +350,20 @@ def _validate_curve(sec: dict, where: str) -> None:
 
 
 def learner_config(cfg: ServiceConfig, n_joints: int):
+    """The LearnerConfig or ISSGPRConfig of [learner] (by its kind) for an arm of n_joints."""
     from rtlearn.learner import LearnerConfig
+    from rtlearn.learner.issgpr import ISSGPRConfig
 
     lc = dict(cfg["learner"])
+    kind, gp = lc.pop("kind"), lc.pop("issgpr")
+    if kind == "issgpr":
+        shared = set(gp) & set(ISSGPR_FROM_LEARNER)
+        if shared:
+            raise ValueError(f"issgpr: {sorted(shared)} come from the robot and [learner]")
+        return ISSGPRConfig.from_dict({**gp, "n_joints": n_joints, "n_inputs": 3 * n_joints,
+                                       "seed": lc["seed"]})
+    if kind != "mlp":
+        raise ValueError(f"kind must be \"mlp\" or \"issgpr\", not {kind!r}")
     lc["hidden"] = tuple(lc["hidden"])
     return LearnerConfig(n_joints=n_joints, n_inputs=3 * n_joints, **lc)
 

@@ -23,6 +23,10 @@ class ContextLimitError(RuntimeError):
     pass
 
 
+class UnknownContextError(ValueError):
+    """`ctl context NAME` for a context the bank does not hold, without create."""
+
+
 class ContextBank:
     def __init__(self, initial: str, max_contexts: int):
         self.current = initial

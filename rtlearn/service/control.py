@@ -8,7 +8,9 @@ keys (checked by the config), optionally restricted to listed client keys.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from urllib.parse import urlparse
 
 import zmq
 
@@ -18,6 +20,7 @@ from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, MAX_CONTROL_FRAME
                                      ProtocolError,
                                      decode_reply, decode_request, encode_error, encode_reply,
                                      encode_request)
+from rtlearn.service.contexts import UnknownContextError
 from rtlearn.service.snapshots import SnapshotPathError
 
 log = logging.getLogger("rtlearn.service")
@@ -85,6 +88,8 @@ class ControlServer(threading.Thread):
             return encode_reply(self.daemon_ref.command(cmd, args))
         except SnapshotPathError as e:
             return encode_error("bad_path", str(e))
+        except UnknownContextError as e:
+            return encode_error("unknown_context", str(e))
         except StateFileError as e:
             return encode_error("bad_snapshot", str(e))
         except (ValueError, OSError, TimeoutError) as e:
@@ -107,6 +112,28 @@ def _start_authenticator(ctx: zmq.Context, allowed: list[str]):
     auth.start()
     auth.configure_curve_callback(domain="*", credentials_provider=Allowed())
     return auth
+
+
+def not_listening(endpoint: str, timeout: float = 1.0) -> str | None:
+    """Why no daemon can be listening at `endpoint` (a refused connection, no socket file),
+    found within `timeout` s; None when something accepts connections there or it cannot
+    be told (a silent firewall, a transport other than tcp / ipc). A ZeroMQ REQ would wait
+    its whole timeout instead: it retries a refused connection silently."""
+    try:
+        if endpoint.startswith("ipc://"):
+            path = endpoint[len("ipc://"):]
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect("\0" + path[1:] if path.startswith("@") else path)
+        elif endpoint.startswith("tcp://"):
+            url = urlparse(endpoint)
+            with socket.create_connection((url.hostname, url.port), timeout):
+                pass
+    except (ConnectionRefusedError, FileNotFoundError) as e:
+        return f"nothing listens on {endpoint} ({e.strerror})"
+    except (OSError, ValueError):  # timeout, unresolvable name, ...: the request decides
+        return None
+    return None
 
 
 class ControlClient:

@@ -27,17 +27,19 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from rtlearn.learner import OnlineLearner, StateFileError
+from rtlearn.learner import StateFileError
+from rtlearn.learner.api import Learner, kind_of
 from rtlearn.kernels import packet as K
 from rtlearn.protocol.client import use_endpoint
 from rtlearn.protocol.schema import (MAX_LABEL, ProtocolError, encode_hello,
-                                     encode_prediction, encode_state, read_state)
+                                     encode_prediction, encode_state, read_state, robot_id)
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.config import ServiceConfig, learner_config
-from rtlearn.service.contexts import ContextBank
-from rtlearn.service.learning import LearningProcess, ServingModel, parked_models
+from rtlearn.service.contexts import ContextBank, UnknownContextError
+from rtlearn.service.learning import BindError, LearningProcess, ServingModel, parked_models
 from rtlearn.service.screen import SampleScreen
 from rtlearn.service.stats import RateLimitedLog, Ring, Stats
+from rtlearn.service.telemetry import Telemetry
 from rtlearn.protocol.state import JointState
 from rtlearn.sources.filters import CausalDerivative
 
@@ -51,8 +53,10 @@ STOP_WAIT = 30.0        # s a stopping daemon waits for a learning process that 
 HELLO_INTERVAL = 0.1    # s between two hellos on the prediction socket
 
 
-def make_learner(cfg: ServiceConfig, n_joints: int) -> OnlineLearner:
-    return OnlineLearner(learner_config(cfg, n_joints))
+def make_learner(cfg: ServiceConfig, n_joints: int) -> Learner:
+    """A fresh learner of [learner] kind, as the daemon runs it."""
+    config = learner_config(cfg, n_joints)
+    return kind_of(config).make(config, daemon=True)
 
 
 class Job:
@@ -74,10 +78,6 @@ class Job:
 _ERRORS = {"bad_snapshot": StateFileError, "failed": ValueError}
 
 
-class BindError(RuntimeError):
-    """A socket could not bind its endpoint (in use, no such interface, ...)."""
-
-
 class Daemon:
     def __init__(self, cfg: ServiceConfig, robot, resume: bool = False, fresh: bool = False):
         """resume: continue from the newest readable snapshot generation; fresh: start anew,
@@ -85,6 +85,7 @@ class Daemon:
         snapshots refuse the start (SnapshotsExistError): it would overwrite them."""
         self.cfg, self.robot = cfg, robot
         self.n = robot.n_joints
+        self.rid = robot_id(robot.name, robot.joints)
         self.say = RateLimitedLog(log, cfg["guard"]["log_interval"])
         self.stats = Stats(self.n)
         self.snap_dir = Path(cfg["snapshots"]["dir"])
@@ -121,13 +122,14 @@ class Daemon:
         serving_cpus, learning_cpus = realtime.cpu_plan(cfg["realtime"])
         self._serving_cpus = serving_cpus
         self.cpus = {"serving": sorted(serving_cpus or []), "learning": sorted(learning_cpus or [])}
-        parked = parked_models(bank)  # a resumed bank's other contexts, servable at once
+        parked = parked_models(learner, bank)  # a resumed bank's others, servable at once
         # Forked now, before this process has any thread or socket.
         guard = cfg["guard"]
         screen = SampleScreen(robot.torque_limits, robot.velocity_limits,
                               float(guard["sample_margin"]), float(guard["outlier_k"]))
+        telemetry = Telemetry(cfg["telemetry"], robot.name, robot.joints, self.stats.started)
         self.learning = LearningProcess(learner, bank, cfg, lambda: make_learner(cfg, self.n),
-                                        robot.name, screen, learning_cpus)
+                                        robot.name, screen, telemetry, learning_cpus)
         del learner, bank
         try:
             self._after_fork(predictor, t0, parked)
@@ -135,13 +137,17 @@ class Daemon:
             self.learning.kill()
             raise
 
-    def _after_fork(self, predictor: OnlineLearner, t0: float, parked: dict) -> None:
+    def _after_fork(self, predictor: Learner, t0: float, parked: dict) -> None:
         arena = self.learning.arena
+        self.stats.latency = Ring(values=arena.latency)  # the telemetry reads it there
+        tel = self.cfg["telemetry"]
+        self._recording = bool(tel["mcap"] or tel["foxglove_port"])
         self.serving = ServingModel(arena, predictor, self.context)
         self.serving.frozen.update(parked)
         self.serving.try_refresh()
         self.warmup_s = time.perf_counter() - t0
-        self.pending_context: str | None = None  # set by the control thread under _pending_lock
+        self.pending_context: str | None = None  # automatic switch, under _pending_lock
+        self.override: str | None = None  # `ctl context NAME` until `ctl context --release`
         self._pending_lock = threading.Lock()
         self._lost = False
         self._refused: set[str] = set()
@@ -182,18 +188,15 @@ class Daemon:
             log.warning("--fresh: the previous snapshots were moved to %s", aside)
         self.realtime: dict = {}
 
-    def _warm_up(self) -> OnlineLearner:
+    def _warm_up(self) -> Learner:
         """Compile / load every kernel before the first packet, on a throwaway learner that
         then serves as the predictor of the serving copy."""
         scratch = make_learner(self.cfg, self.n)
-        x = np.zeros((scratch.config.batch_size, scratch.config.n_inputs))
-        scratch.learn_many(x, np.zeros((x.shape[0], self.n)))
-        scratch.is_finite()
-        scratch.predict_one(x[0], scratch.model_copy())
+        kind_of(scratch).warm_up(scratch, int(self.cfg["learner"]["batch_size"]))
         z = np.zeros(self.n)
         frame = encode_state(JointState(0, 0.0, z, z, z, z, "warm-up"))
         K.parse_state(frame, self.n, np.zeros((4, self.n)), np.zeros(K.HEAD_LEN, np.int64),
-                      np.frombuffer(b"warm-up", np.uint8))
+                      np.frombuffer(b"warm-up", np.uint8), self.rid)
         K.check_torque(z, z)
         K.encode_prediction_into(np.zeros(256, np.uint8), 0, 0.0, z,
                                  np.frombuffer(b"warm-up", np.uint8), True)
@@ -283,9 +286,9 @@ class Daemon:
                 job.done.set()
 
     def _auto_switch(self, name: str, epoch: int) -> None:
-        """The learning process found a payload change: switch at the next packet, as `ctl
-        context` would, unless a switch (label, control, reset, load) came since it decided
-        or a control switch is waiting."""
+        """The learning process found a payload change: switch at the next packet unless a
+        switch (label, control, reset, load) came since it decided (an override or a label
+        on that packet wins over it)."""
         if epoch == self.serving.epoch:
             with self._pending_lock:
                 if self.pending_context is None:
@@ -309,6 +312,9 @@ class Daemon:
         interval = float(self.cfg["snapshots"]["interval"])
         spin = float(self.cfg["realtime"]["spin"])
         next_snapshot = time.monotonic() + interval if interval > 0 else math.inf
+        tel_period = (1.0 / self.cfg["telemetry"]["rate_hz"] if self.learning.telemetry.active
+                      else math.inf)
+        next_counters = time.monotonic()
         self.realtime = {**{f"{k}_cpus": v for k, v in self.cpus.items()}, "fifo": fifo,
                          "spin_s": spin}
         log.info("serving %s: states %s, predictions %s, control %s; kernels ready in %.2f s; "
@@ -337,6 +343,9 @@ class Daemon:
                 if ready:
                     self._pump()
                 serving.try_refresh()
+                if time.monotonic() >= next_counters:
+                    next_counters = time.monotonic() + tel_period
+                    self._send(("serving", self._serving_counters()))
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + interval  # no burst after a stall
                     self.call("snapshot", {"path": str(self.snap_path), "keep": self.snap_keep,
@@ -364,7 +373,8 @@ class Daemon:
     def _say_hello(self) -> None:
         now = time.monotonic()
         if self._hello_due and now >= self._next_hello:
-            self.pub.send(encode_hello(self.n, self.context), zmq.NOBLOCK)
+            self.pub.send(encode_hello(self.n, self.context, self.robot.name, self.robot.joints),
+                          zmq.NOBLOCK)
             self._hello_due, self._next_hello = False, now + HELLO_INTERVAL
 
     def _drain_states(self) -> None:
@@ -393,16 +403,21 @@ class Daemon:
 
     def _reject(self, reason: str, message: str) -> None:
         self.stats.rejected[reason] += 1
-        self.say(reason, f"rejected a state packet: {message}")
+        if reason != "wrong_robot":
+            self.say(reason, f"rejected a state packet: {message}")
+        elif self.stats.rejected[reason] == 1:  # a wrong setup, not noise: say it once
+            log.error("rejecting the packets of another robot (%s): this daemon serves %s "
+                      "(joints %s). Further ones are only counted (status: packets.rejected."
+                      "wrong_robot)", message, self.robot.name, ", ".join(self.robot.joints))
 
     def _decode(self, frame: bytes):
         """(seq, t, stream, label, q, qd, tau, qdd) of a state packet, or None if rejected.
         The compiled parser takes the common packets; anything else (and every invalid one)
         goes to read_state, which names the reason. Vectors may be views of reused buffers."""
-        code = K.parse_state(frame, self.n, self._vec, self._head, self._ctx_bytes)
+        code = K.parse_state(frame, self.n, self._vec, self._head, self._ctx_bytes, self.rid)
         if code == K.FALLBACK:
             try:
-                state, stream = read_state(frame, self.n)
+                state, stream = read_state(frame, self.n, self.rid)
             except ProtocolError as e:
                 self._reject(e.reason, str(e))
                 return None
@@ -429,8 +444,8 @@ class Daemon:
         if decoded is None:
             return
         seq, t, stream, label, q, qd, tau, qdd = decoded
-        if label is not None:
-            self._labelled = True
+        if label is not None or self.override is not None:
+            self._labelled = True  # keeps automatic contexts quiet
         last = self._last_seq
         if stream != self._stream or last is None:
             if last is not None:
@@ -458,14 +473,15 @@ class Daemon:
         self._last_seq, self._last_arrival = seq, arrival
         self._behind_run = 0
 
-        wanted = label
+        # precedence: `ctl context` override, then the packet's label, then automatic
+        wanted, cause = (label, "label") if self.override is None else (self.override, "ctl")
         if self.pending_context is not None:
             with self._pending_lock:
                 if wanted is None:
-                    wanted = self.pending_context
+                    wanted, cause = self.pending_context, "auto"
                 self.pending_context = None
         if wanted is not None and wanted != self.context and wanted not in self._refused:
-            self._switch(wanted)
+            self._switch(wanted, cause)
 
         arena, i, n = self.learning.arena, self._fill, self.n
         x = arena.X[self._slot, i]
@@ -488,6 +504,9 @@ class Daemon:
                 self.say("over_limit", "a prediction exceeded the torque limits (x guard."
                                        "torque_margin): published valid=false, zero torque")
         arena.P[self._slot, i] = pred
+        if self._recording:  # [telemetry] mcap / foxglove_port: ~0.8 µs
+            meta, ids = arena.T[self._slot, i], arena.S[self._slot, i]
+            meta[0], meta[1], ids[0], ids[1] = t, arrival, seq, valid
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
         self.pub.send(self._out[:size] if size > 0 else
                       encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)
@@ -513,7 +532,10 @@ class Daemon:
         self._pump()
         if self.batches_submitted > self.batches_done:
             self.stats.deadline_misses += 1
-            self.say("deadline", "a learning step was still running when the next batch was due")
+            if self.stats.deadline_misses == 1:  # routine under load: counted, said once
+                log.info("a learning step was still running when the next batch was due: the "
+                         "batch waits in the queue (nothing is lost; predictions never wait). "
+                         "Further ones are only counted (status: learning.deadline_misses)")
         self._send(("batch", self._slot, self._fill, self._rollback_requested, self._labelled))
         self._rollback_requested = self._labelled = False
         self.batches_submitted += 1
@@ -535,7 +557,7 @@ class Daemon:
                         raise SystemExit(4)
         self._slot = self._free.popleft()
 
-    def _switch(self, name: str) -> None:
+    def _switch(self, name: str, cause: str) -> None:
         """Takes effect for this packet without waiting: the learning process parks the old
         model and restores / creates the new one in order; samples already buffered belong
         to the old context, so they are learned there first."""
@@ -553,7 +575,8 @@ class Daemon:
                                 f"{evicted!r} for {name!r}")
         if self._fill:
             self._submit()
-        job = self.call("switch", {"name": name}, epoch=True, on_reply=self._switched)
+        job = self.call("switch", {"name": name, "cause": cause}, epoch=True,
+                        on_reply=self._switched)
         self.serving.switch(name, job.args["epoch"])
         self._known.pop(self.context, None)  # re-inserted last: the most recently active
         self._known[self.context] = None
@@ -611,6 +634,17 @@ class Daemon:
     def _counters(self) -> dict:
         return {"predicted": self.stats.predicted}
 
+    def _serving_counters(self) -> dict:
+        """For the telemetry (rtlearn.service.telemetry), at its rate."""
+        s = self.stats
+        return {"received": s.received, "predicted": s.predicted,
+                "invalid_predictions": s.invalid_predictions,
+                "over_limit_predictions": s.over_limit_predictions,
+                "rejected": dict(s.rejected), "rejected_total": sum(s.rejected.values()),
+                "lost": s.lost, "stream_restarts": s.stream_restarts, "resyncs": s.resyncs,
+                "deadline_misses": s.deadline_misses,
+                "backpressure_waits": s.backpressure_waits, "latency_count": s.latency.count}
+
     # -- control commands (called from the control thread) ------------------------------------
     def status(self) -> dict:
         """Packets and latencies from here, learning from the learning process (it answers
@@ -624,7 +658,9 @@ class Daemon:
         for section in ("prequential", "contexts", "snapshots"):
             d[section] = theirs[section]
         d["contexts"]["auto"] = ls["auto"]
-        d.update({"robot": self.robot.name, "n_joints": self.n, "context": self.context,
+        d.update({"robot": self.robot.name, "n_joints": self.n, "rid": self.rid,
+                  "joints": list(self.robot.joints), "context": self.context,
+                  "context_override": self.override, "options": ls["options"],
                   "contexts_known": ls["contexts_known"],
                   "learner": {**ls["learner"],
                               "queued_batches": self.batches_submitted - self.batches_done},
@@ -633,12 +669,32 @@ class Daemon:
                   "realtime": self.realtime})
         return d
 
+    def _override(self, args: dict) -> dict:
+        """`ctl context`: NAME holds (over labels and automatic switches) from the next
+        packet until released; an unknown NAME only with create."""
+        if args.get("release"):
+            released, self.override = self.override, None
+            if released is not None:
+                log.info("context override %r released: labels and automatic detection "
+                         "decide again", released)
+            return {"released": released, "current": self.context}
+        name = args["name"]
+        known = sorted(dict(self._known))  # (a copy: the socket thread changes it)
+        new = name not in known
+        if new and not args.get("create"):
+            raise UnknownContextError(
+                f"no context {name!r}; known: {', '.join(known)}. To start a new one, "
+                f"`rtlearn ctl context --create {name}`")
+        self.override = name
+        log.info("context override %r%s: holds over labels and automatic detection until "
+                 "`rtlearn ctl context --release`", name, " (new)" if new else "")
+        return {"override": name, "new": new, "current": self.context,
+                "until": "rtlearn ctl context --release"}
+
     def command(self, cmd: str, args: dict):
         """Mutating commands; raise ValueError / StateFileError for a clear error reply."""
         if cmd == "context":
-            with self._pending_lock:
-                self.pending_context = args["name"]
-            return {"scheduled": args["name"], "current": self.context}
+            return self._override(args)
         if cmd == "contexts":
             return self.call("contexts").wait()
         if cmd == "shutdown":

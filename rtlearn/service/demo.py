@@ -73,7 +73,8 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
                 beside_daemon(load_config(None, config)["realtime"]):
             poller = StatusPoller(daemon)
             poller.start()
-            client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"])
+            client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"],
+                                 robot=source.robot)
 
             def take(p) -> None:
                 if 0 <= p.seq < total:
@@ -128,7 +129,9 @@ def _final_status(daemon: DaemonProcess, total: int, timeout: float = 120.0) -> 
     deadline = time.monotonic() + timeout
     while True:
         st = daemon.status()
-        if (st["learner"]["queued_batches"] == 0 and st["learning"]["samples"] >= total - 9) \
+        # samples the screen left out (learning.excluded) are done with too
+        done = st["learning"]["samples"] + sum(st["learning"]["excluded"].values())
+        if (st["learner"]["queued_batches"] == 0 and done >= total - 9) \
                 or time.monotonic() > deadline:
             return st
         time.sleep(0.05)
@@ -188,11 +191,16 @@ def report(r: dict) -> str:
                            f"{p['rmse_after_500ms_nm']:.2f}")
         else:
             firsts[p["payload"]] = p["rmse_after_500ms_nm"]
+    lines.append("  (a phase starts when the gripper takes the next payload at the bottom of a "
+                 "lift: its first 0.5 s hold the swap's transient, torques jumping by the "
+                 "payload's weight with accelerations the model has rarely seen, so the error "
+                 "there is larger than after it)")
     if repeats:
         lines.append("  same payload again, after 0.5 s, first visit -> second: " + ", ".join(repeats))
-        lines.append("  (a phase starts when the gripper swaps the payload at the bottom of a lift: "
-                     "its first 0.5 s hold the swap's transient, accelerations the model has "
-                     "rarely seen)")
+        lines.append("  (a payload seen before gets its stored model back at once, but that model "
+                     "was stored on hidden layers that have learned from the other payloads "
+                     "since, and the swap's transient is there again: the start of a revisited "
+                     "phase is still well above its end)")
     d = r["daemon"]
     lat, rt, pk, cx, ln = d["latency_ms"], r["round_trip_ms"], d["packets"], d["contexts"], d["learning"]
     lines += [
@@ -205,4 +213,9 @@ def report(r: dict) -> str:
         f"{pk['rejected_total']} rejected; learning steps {ln['steps']} "
         f"(step p50 {ln['step_ms']['p50']:.2f} ms, deadline misses {ln['deadline_misses']})",
     ]
+    if ln["deadline_misses"]:
+        lines.append("  (a deadline miss: the next 10 samples were ready while the learning step "
+                     "before was still running, so they waited in the queue. Nothing is lost "
+                     "and predictions never wait for learning; learning just runs behind the "
+                     "stream, as it does when the machine is busy)")
     return "\n".join(lines)

@@ -33,12 +33,14 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def endpoints(transport: str, workdir: Path) -> dict:
-    """Fresh state / prediction / control endpoints: 'tcp' on loopback or 'ipc' in workdir."""
+def endpoints(transport: str, workdir: Path,
+              names: tuple[str, ...] = ("state", "prediction", "control")) -> dict:
+    """Fresh endpoints (by default the daemon's state / prediction / control): 'tcp' on
+    loopback or 'ipc' in workdir."""
     if transport == "tcp":
-        return {k: f"tcp://127.0.0.1:{free_tcp_port()}" for k in ("state", "prediction", "control")}
+        return {k: f"tcp://127.0.0.1:{free_tcp_port()}" for k in names}
     if transport == "ipc":
-        return {k: f"ipc://{workdir / (k + '.sock')}" for k in ("state", "prediction", "control")}
+        return {k: f"ipc://{workdir / (k + '.sock')}" for k in names}
     raise ValueError(f"transport is tcp or ipc, not {transport!r}")
 
 
@@ -63,6 +65,10 @@ class DaemonProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         sections = {k: dict(v) for k, v in (config or {}).items()}
         self.endpoints = {**endpoints(transport, self.workdir), **sections.pop("endpoints", {})}
+        # a private telemetry endpoint too: two daemons must not both want the default one
+        tel = sections.setdefault("telemetry", {})
+        tel.setdefault("endpoint", endpoints(transport, self.workdir, ("telemetry",))["telemetry"])
+        self.telemetry_endpoint = tel["endpoint"]
         sections.setdefault("snapshots", {}).setdefault("dir", str(self.workdir / "snapshots"))
         self.config = {"endpoints": self.endpoints, **sections}
         self.config_path = self.workdir / "daemon.toml"
@@ -78,7 +84,11 @@ class DaemonProcess:
         if self.log_path:
             out.close()
         self.ctl = ControlClient(self.endpoints["control"], 2.0, server_key, client_keys)
-        self._wait_ready(ready_timeout)
+        try:
+            self._wait_ready(ready_timeout)
+        except BaseException:  # Ctrl-C while it starts: no daemon left behind
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

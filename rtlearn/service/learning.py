@@ -30,33 +30,55 @@ import threading
 import time
 import traceback
 
+from dataclasses import fields
+
 import numpy as np
 
-from rtlearn.learner import OnlineLearner, StateFileError
-from rtlearn.learner.learner import ModelCopy
+from rtlearn.learner import StateFileError
+from rtlearn.learner.api import Learner, kind_of
 from rtlearn.service import realtime, snapshots
 from rtlearn.service.autocontext import AutoContexts
 from rtlearn.service.contexts import ContextBank, ContextLimitError
 from rtlearn.service.screen import SampleScreen
-from rtlearn.service.stats import RateLimitedLog, Stats
+from rtlearn.service.stats import RING, RateLimitedLog, Stats
+from rtlearn.service.telemetry import Telemetry
 
 log = logging.getLogger("rtlearn.service")
+READY_WAIT = 60.0  # s the serving process waits for the learning process's telemetry start
+
+
+class BindError(RuntimeError):
+    """A socket could not bind its endpoint (in use, no such interface, ...)."""
+
+
+def model_arrays(model) -> tuple[np.ndarray, ...]:
+    """The arrays of a model copy (ModelCopy, ISSGPRModel: dataclasses of arrays), in the
+    order its `assign` takes them."""
+    return tuple(getattr(model, f.name) for f in fields(model))
+
+
+def blank_like(model):
+    return type(model)(*(np.zeros_like(a) for a in model_arrays(model)))
+
 
 class Arena:
     """One anonymous shared mapping (inherited by the forked learning process) holding the
-    published model and the batch slots. header: [version, epoch]: version counts
-    publications, epoch names the switch / reset / load the model belongs to."""
+    published model (laid out as the learner's model copy) and the batch slots. header:
+    [version, epoch]: version counts publications, epoch names the switch / reset / load the
+    model belongs to. Beside each sample, T: [t, arrival (perf_counter)] and S: [seq, valid]
+    (for the recordings), and the serving process's latency ring (for the telemetry)."""
 
-    def __init__(self, learner: OnlineLearner, slots: int):
+    def __init__(self, learner: Learner, slots: int, batch_size: int):
         c = learner.config
-        theta = learner.net.theta
-        n_in, n_out, b = c.n_inputs, c.n_joints, c.batch_size
-        shapes = {"header": ((2,), np.int64), "theta": (theta.shape, theta.dtype),
-                  "x_mean": ((n_in,), np.float64), "x_scale": ((n_in,), np.float64),
-                  "y_mean": ((n_out,), np.float64), "y_scale": ((n_out,), np.float64),
+        n_in, n_out, b = c.n_inputs, c.n_joints, batch_size
+        copy = learner.model_copy()
+        model = {f"model.{f.name}": (getattr(copy, f.name).shape, getattr(copy, f.name).dtype)
+                 for f in fields(copy)}  # the weights may be float32 (LearnerConfig.dtype)
+        shapes = {"header": ((2,), np.int64), **model,
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
-                  "P": ((slots, b, n_out), np.float64)}
-        # every block a multiple of 8 bytes, so every view stays aligned (theta may be float32)
+                  "P": ((slots, b, n_out), np.float64), "T": ((slots, b, 2), np.float64),
+                  "S": ((slots, b, 2), np.int64), "latency": ((RING,), np.float64)}
+        # every block a multiple of 8 bytes, so every view stays aligned
         nbytes = {k: -(-int(np.prod(s)) * np.dtype(t).itemsize // 8) * 8
                   for k, (s, t) in shapes.items()}
         # MAP_SHARED | MAP_ANONYMOUS: shared across fork
@@ -67,12 +89,12 @@ class Arena:
             views[name] = np.frombuffer(self._map, dtype, n, offset).reshape(shape)
             offset += nbytes[name]
         self.header = views["header"]
-        self.model = ModelCopy(*(views[k] for k in ("theta", "x_mean", "x_scale", "y_mean",
-                                                    "y_scale")))
+        self.model = type(copy)(*(views[k] for k in model))
         self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
+        self.T, self.S, self.latency = views["T"], views["S"], views["latency"]
         self.lock = multiprocessing.get_context("fork").Lock()
 
-    def publish(self, learner: OnlineLearner, epoch: int) -> None:
+    def publish(self, learner: Learner, epoch: int) -> None:
         """Learning process: the learner's active model becomes the published one."""
         with self.lock:
             learner.copy_model_into(self.model)
@@ -92,20 +114,20 @@ class ServingModel:
     context starts from the current model).
     """
 
-    def __init__(self, arena: Arena, predictor: OnlineLearner, context: str):
+    def __init__(self, arena: Arena, predictor: Learner, context: str):
         # Predictions go through predictor.predict_one (its one-row buffers belong to this
         # thread); the learner itself lives in the learning process.
         self.arena, self._predictor = arena, predictor
+        self.kind = kind_of(predictor)
+        self._published = model_arrays(arena.model)
         self.current = self._blank()
         self._staging = self._blank()
-        self.frozen: dict[str, ModelCopy] = {}
-        self.interim: ModelCopy | None = None  # served until this epoch's model arrives
+        self.frozen: dict = {}       # context -> model copy
+        self.interim = None          # a model copy served until this epoch's model arrives
         self.context, self.epoch, self._version = context, 0, -1
 
-    def _blank(self) -> ModelCopy:
-        m = self.arena.model
-        return ModelCopy(*(np.zeros_like(a) for a in (m.theta, m.x_mean, m.x_scale, m.y_mean,
-                                                      m.y_scale)))
+    def _blank(self):
+        return blank_like(self.arena.model)
 
     def try_refresh(self) -> bool:
         """Take the published model if it is new and of this epoch; never blocks."""
@@ -117,8 +139,7 @@ class ServingModel:
         try:
             if header[1] != self.epoch:
                 return False
-            m = self.arena.model
-            self._staging.assign(m.theta, m.x_mean, m.x_scale, m.y_mean, m.y_scale)
+            self._staging.assign(*self._published)
             self._version = int(header[0])
         finally:
             self.arena.lock.release()
@@ -131,20 +152,12 @@ class ServingModel:
         parked = self.current if self.interim is None else self.interim
         self.frozen[self.context] = parked
         stored = self.frozen.get(name)
-        self.interim = parked if stored is None else self._restored(parked, stored)
+        self.interim = (parked if stored is None else
+                        self.kind.restored(self._predictor, parked, stored))
         self.current, self._staging = self._blank(), self._blank()
         self.context, self.epoch, self._version = name, epoch, -1
 
-    def _restored(self, live: ModelCopy, stored: ModelCopy) -> ModelCopy:
-        """What the learner makes of a restore (ContextBank.switch): the live hidden layers
-        and input normaliser with the stored context's output layer and target normaliser."""
-        head = self._predictor.net.head
-        theta = live.theta.copy()
-        theta.reshape(-1)[head] = stored.theta.reshape(-1)[head]
-        return ModelCopy(theta, live.x_mean.copy(), live.x_scale.copy(), stored.y_mean.copy(),
-                         stored.y_scale.copy())
-
-    def replace(self, context: str, epoch: int, parked: dict[str, ModelCopy]) -> None:
+    def replace(self, context: str, epoch: int, parked: dict) -> None:
         """After a reset or load: the new bank's parked models become the frozen ones."""
         self.frozen = dict(parked)
         if self.interim is None:
@@ -158,14 +171,10 @@ class ServingModel:
                                            else self.interim)
 
 
-def servable(network_state: dict) -> ModelCopy:
-    """What a parked context's model (OnlineLearner.network_state) needs to be served."""
-    return ModelCopy(*(np.array(network_state[k]) for k in (
-        "theta", "norm.x_mean", "norm.x_scale", "norm.y_mean", "norm.y_scale")))
-
-
-def parked_models(bank: ContextBank) -> dict[str, ModelCopy]:
-    return {name: servable(state) for name, state in bank.parked.items()}
+def parked_models(learner: Learner, bank: ContextBank) -> dict:
+    """A servable model copy of every parked context."""
+    kind = kind_of(learner)
+    return {name: kind.servable(state) for name, state in bank.parked.items()}
 
 
 def _die_with_parent() -> None:
@@ -182,19 +191,23 @@ class LearningProcess:
     """Serving-process handle of the learning process, and (after the fork) its main loop.
 
     Protocol on the pipe, serving -> learning: ("batch", slot, n, rollback_requested,
-    labelled), ("job", id, name, args), ("stop",). Learning -> serving: ("done", slot),
+    labelled), ("job", id, name, args), ("serving", counters) at the telemetry rate,
+    ("stop",). Learning -> serving: ("ready", None or why the telemetry could not start)
+    first, then ("done", slot),
     ("reply", id, ok, result or (reason, message)), ("auto", context, epoch): an automatic
     switch the serving process schedules like `ctl context` (its own epoch, its frozen
     copies), unless a switch of a later epoch came first. Snapshot jobs are answered by the
     writer thread once the file is on disk, so learning goes on meanwhile.
     """
 
-    def __init__(self, learner: OnlineLearner, bank: ContextBank, cfg: dict,
-                 make_learner, robot_name: str, screen: SampleScreen,
+    def __init__(self, learner: Learner, bank: ContextBank, cfg: dict,
+                 make_learner, robot_name: str, screen: SampleScreen, telemetry: Telemetry,
                  cpus: set[int] | None = None):
         self.cfg, self.guard, self.cpus, self.screen = cfg, cfg["guard"], cpus, screen
         self.make_learner, self.robot_name = make_learner, robot_name
-        self.arena = Arena(learner, int(self.guard["batch_queue"]))
+        self.telemetry = telemetry
+        self.arena = Arena(learner, int(self.guard["batch_queue"]),
+                           int(cfg["learner"]["batch_size"]))
         self.learner, self.bank, self.epoch = learner, bank, 0
         self.config = learner.config
         self.auto = AutoContexts(cfg["contexts"], self.config.n_joints, self.config.n_inputs)
@@ -209,6 +222,10 @@ class LearningProcess:
         # first if the serving process exits without the orderly stop (registered after
         # multiprocessing's own handler, so it runs before it)
         atexit.register(self.kill)
+        why = self.conn.recv()[1] if self.conn.poll(READY_WAIT) else "no answer"
+        if why is not None:
+            self.kill()
+            raise BindError(why)
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -226,7 +243,7 @@ class LearningProcess:
         # one thread per learning CPU, the joints split between them (threads started here:
         # a fork keeps only the forking thread)
         self.threads = len(self.cpus) if self.cpus else 1
-        self.learner.set_threads(self.threads)
+        kind_of(self.learner).set_threads(self.learner, self.threads)
         self.conn = conn
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self.stats = Stats(self.config.n_joints)
@@ -235,7 +252,14 @@ class LearningProcess:
         self._save_good()
         self._writer = _SnapshotWriter(self.stats, self._reply)
         self._writer.start()
+        tel = self.telemetry if self.telemetry.active else None
+        self._send(("ready", tel.open(self.arena) if tel is not None else None))
         while True:
+            if tel is not None:
+                if tel.wait() == 0.0:  # also in a flood of batches
+                    tel.publish(self)
+                if not conn.poll(tel.wait()):
+                    continue
             msg = conn.recv()
             kind = msg[0]
             if kind == "batch":
@@ -256,8 +280,13 @@ class LearningProcess:
                     if not isinstance(e, (StateFileError, ValueError, OSError)):
                         log.error("learning job %s failed:\n%s", name, traceback.format_exc())
                     self._reply(job_id, e, None)
+            elif kind == "serving":
+                if tel is not None:
+                    tel.serving_counters = msg[1]
             elif kind == "stop":
                 self._writer.stop()  # every queued snapshot on disk, in order
+                if tel is not None:
+                    tel.close()
                 return
 
     def _send(self, msg: tuple) -> None:
@@ -291,6 +320,8 @@ class LearningProcess:
 
     def _learn(self, slot: int, n: int, rollback: bool, labelled: bool) -> None:
         t0 = time.perf_counter()
+        if self.telemetry.active:
+            self.telemetry.batch(slot, n, self.bank.current)
         if rollback:
             self._rollback("a served prediction was not finite")
         X, Y, P = self._screened(slot, n)
@@ -304,8 +335,8 @@ class LearningProcess:
         loss = self.learner.learn_many(X, Y)
         mean = float(loss.mean())
         ref = float(self.stats.learn_loss.mean())
-        exploded = (self.stats.preq_count > 1000 and ref > 0
-                    and mean > self.guard["explode_factor"] * ref)
+        exploded = (kind_of(self.learner).diverges and self.stats.preq_count > 1000
+                    and ref > 0 and mean > self.guard["explode_factor"] * ref)
         good = math.isfinite(mean) and not exploded
         if not good:
             self._rollback(f"loss {mean:.3g} (running {ref:.3g})")
@@ -344,9 +375,11 @@ class LearningProcess:
         self.say("rollback", f"model diverged ({why}): rolled back to the state of step {step}")
         self.arena.publish(self.learner, self.epoch)
 
-    def _replace(self, learner: OnlineLearner, bank: ContextBank, epoch: int) -> None:
-        self.learner.set_threads(1)  # its worker threads end with it
-        learner.set_threads(self.threads)
+    def _replace(self, learner: Learner, bank: ContextBank, epoch: int, why: str) -> None:
+        if self.telemetry.active:
+            self.telemetry.switched(self.bank.current, bank.current, why, "command")
+        kind_of(self.learner).set_threads(self.learner, 1)  # its worker threads end with it
+        kind_of(learner).set_threads(learner, self.threads)
         self.learner, self.bank, self.epoch = learner, bank, epoch
         self.auto.restart()
         self.stats.reset_losses()
@@ -359,9 +392,9 @@ class LearningProcess:
         stats["contexts"]["settled"] = dict(self.bank.settled)
         stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
-                "auto": self.auto.status(),
-                "learner": {"steps": lr.n_steps, "samples": lr.n_samples, "threads": lr.threads,
-                            "rates": {k: float(np.mean(v)) for k, v in lr.rates().items()}}}
+                "auto": self.auto.status(), "options": lr.options(),
+                "learner": {"steps": lr.n_steps, "samples": lr.n_samples,
+                            **kind_of(lr).status(lr)}}
 
     # -- jobs: ("job", id, name, args) runs _job_<name>(job_id=id, **args) ------------------
     def _job_status(self, job_id: int) -> dict:
@@ -370,9 +403,11 @@ class LearningProcess:
     def _job_contexts(self, job_id: int) -> dict:
         return {"contexts": self.bank.listing()}
 
-    def _job_switch(self, job_id: int, name: str, epoch: int) -> dict:
+    def _job_switch(self, job_id: int, name: str, epoch: int, cause: str) -> dict:
         """The serving side has switched already; it learns the outcome from the reply (and
-        the bank's names, in case a load it has not heard of yet changed them)."""
+        the bank's names, in case a load it has not heard of yet changed them). cause:
+        label, ctl (an override) or auto."""
+        left = self.bank.current
         try:
             outcome = self.auto.switch(self.learner, self.bank, name)
         except ContextLimitError as e:
@@ -389,6 +424,11 @@ class LearningProcess:
                 self.stats.contexts_restored += 1
             self._save_good()
         self.arena.publish(self.learner, epoch)
+        if self.telemetry.active:
+            self.telemetry.switched(left, self.bank.current, outcome, cause)
+        if outcome != "same":
+            log.info("context %r -> %r (%s; %s)%s", left, name, outcome, _CAUSES[cause],
+                     f"; evicted {self.bank.last_evicted!r}" if self.bank.last_evicted else "")
         return {"outcome": outcome, "context": self.bank.current, "contexts": self.bank.names,
                 "evicted": self.bank.last_evicted}
 
@@ -407,13 +447,17 @@ class LearningProcess:
         learner = self.make_learner()
         bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
-        self._replace(learner, bank, epoch)
+        self._replace(learner, bank, epoch, "loaded")
+        log.info("loaded %s: %d steps, contexts %s (active %r)", path, learner.n_steps,
+                 bank.names, bank.current)
         return {"loaded": path, "context": bank.current, "contexts": bank.names,
-                "parked": parked_models(bank)}  # for the serving side only
+                "parked": parked_models(learner, bank)}  # for the serving side only
 
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self._replace(self.make_learner(),
-                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch)
+                      ContextBank(context, self.cfg["contexts"]["max_contexts"]), epoch, "reset")
+        log.info("reset: everything learned forgotten (networks, memories, contexts); "
+                 "starting again in context %r", context)
         return {"reset": True, "context": context, "contexts": [context]}
 
     def _job_options(self, job_id: int, lr: float | None = None,
@@ -422,10 +466,14 @@ class LearningProcess:
             self.learner.set_lr(float(lr))
         if memory is not None:
             self.learner.set_memory_learning(memory)
-        return {"rates": {k: float(np.mean(v)) for k, v in self.learner.rates().items()}}
+        log.info("options: %s", self.learner.options())
+        return {"options": self.learner.options(),
+                "rates": kind_of(self.learner).status(self.learner)["rates"]}
 
 
 DEFERRED = object()  # a job whose reply comes later (from the snapshot writer)
+_CAUSES = {"label": "packet label", "ctl": "ctl context override",
+           "auto": "payload change found without labels"}
 
 
 class _SnapshotWriter(threading.Thread):
@@ -447,6 +495,7 @@ class _SnapshotWriter(threading.Thread):
             try:
                 snapshots.write(path, meta, arrays, keep)
                 self.stats.snapshot_written(path)
+                log.info("snapshot written: %s (%d steps)", path, meta["counters"]["steps"])
             except Exception as e:  # a full disk must not stop learning
                 if self.stats.snapshot_failed(e):  # each kind logged once; all in status
                     log.error("snapshot %s failed: %s (further failures of this kind are only "

@@ -13,12 +13,12 @@ import json
 import os
 import re
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from rtlearn.learner import LearnerConfig, StateFileError
+from rtlearn.learner import StateFileError
+from rtlearn.learner.api import kind_of
 from rtlearn.learner.state_io import load_state, save_state
 
 KIND = "rtlearn-daemon-snapshot"
@@ -41,14 +41,17 @@ def confined(directory: str | Path, name: str) -> Path:
 
 
 def capture(learner, bank, counters: dict) -> tuple[dict, dict]:
-    """(meta, arrays) of the whole learning state; call with the learner idle."""
+    """(meta, arrays) of the whole learning state; call with the learner idle. memory.*:
+    what the contexts share (rtlearn.learner.api: the MLP's memories, I-SSGPR's
+    calibration); ctx<i>.*: each context's network_state."""
     models = bank.all_models(learner)
     names = sorted(models)
     arrays = {f"memory.{k}": v for k, v in learner.memory_state().items()}
     for i, name in enumerate(names):
         arrays.update({f"ctx{i}.{k}": v for k, v in models[name].items()})
     arrays["counters"] = np.array([learner.n_steps, learner.n_samples], dtype=np.int64)
-    meta = {"learner": json.loads(json.dumps(learner.config.to_dict())), "contexts": names,
+    meta = {"kind": kind_of(learner).name,
+            "learner": json.loads(json.dumps(learner.config.to_dict())), "contexts": names,
             "current": bank.current, "counters": counters, "usage": bank.usage}
     return meta, arrays
 
@@ -143,19 +146,28 @@ def read(path: Path) -> tuple[dict, dict]:
         names = meta["contexts"]
         if meta["current"] not in names:
             raise KeyError("current")
-        LearnerConfig.from_saved(meta["learner"])
+        learner_config(meta)
     except (KeyError, TypeError, ValueError) as e:
         raise StateFileError(f"{path}: inconsistent snapshot header ({e})") from None
     return meta, arrays
 
 
+def learner_config(meta: dict):
+    """The learner config a snapshot was made with (snapshots before kinds: mlp)."""
+    return kind_of(meta.get("kind", "mlp")).config_from_dict(meta["learner"])
+
+
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
-    """Load a snapshot read by `read` into an idle learner built with the same config, up to
-    the dtype: a float64 snapshot resumes in a float32 learner and back (rounded)."""
-    saved = LearnerConfig.from_saved(meta["learner"])
-    if replace(saved, dtype=learner.config.dtype) != learner.config:
-        raise StateFileError("snapshot was made with another learner configuration: "
-                             f"{meta['learner']}")
+    """Load a snapshot read by `read` into an idle learner built with the same config (for
+    the mlp kind, up to the dtype: a float64 snapshot resumes in float32 and back, rounded)."""
+    saved = learner_config(meta)
+    if not kind_of(learner).resumes(saved, learner.config):
+        theirs, ours = saved.to_dict(), learner.config.to_dict()
+        diffs = "; ".join(f"{key}: {a!r} in the snapshot, {b!r} here"
+                          for key, a, b in _differences(theirs, ours))
+        raise StateFileError(f"snapshot was made with another learner configuration (kind "
+                             f"{meta.get('kind', 'mlp')}; {diffs}). Set [learner] in the "
+                             "config as the snapshot has it, or start with --fresh")
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
               for i, name in enumerate(meta["contexts"])}
     try:
@@ -165,3 +177,15 @@ def restore(meta: dict, arrays: dict, learner, bank) -> None:
     except (KeyError, ValueError) as e:
         raise StateFileError(f"snapshot does not fit this learner ({e})") from None
     learner.n_steps, learner.n_samples = (int(v) for v in arrays["counters"])
+
+
+def _differences(a: dict, b: dict, prefix: str = "learner.") -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where two config dicts differ."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append((prefix + key, x, y))
+    return out

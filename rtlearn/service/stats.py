@@ -40,10 +40,11 @@ class RateLimitedLog:
 
 
 class Ring:
-    """The last RING values (seconds) and the maximum ever seen."""
+    """The last RING values (seconds) and the maximum ever seen; `values`: a buffer to keep
+    them in (the daemon's latencies live in shared memory, for the telemetry)."""
 
-    def __init__(self, size: int = RING):
-        self.values = np.zeros(size)
+    def __init__(self, size: int = RING, values: np.ndarray | None = None):
+        self.values = np.zeros(size) if values is None else values
         self.count = 0
         self.max = 0.0
 

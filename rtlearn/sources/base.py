@@ -42,6 +42,11 @@ class LogFormatError(InputFileError):
     """A recorded log or ROS 2 bag is corrupt, truncated or of an unknown format."""
 
 
+class LogPathError(InputFileError):
+    """A log cannot be written where asked (no such directory, not writable, not .npz), or
+    its final write failed (the message then says where the data went instead)."""
+
+
 class UnknownPayloadError(SourceError, KeyError):
     """A payload name that the robot description does not define."""
 

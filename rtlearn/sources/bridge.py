@@ -71,7 +71,8 @@ class RobotBridge:
         self.robot = robot
         self._assemble = StateAssembler(robot, window, context)
         self.client = RobotClient(state_endpoints=list(state_endpoints),
-                                  prediction_endpoint=prediction_endpoint, **client_options)
+                                  prediction_endpoint=prediction_endpoint, robot=robot,
+                                  **client_options)
 
     def publish(self, t: float, q, qd, tau, qdd=None) -> JointState:
         """Non-blocking; returns the JointState that was sent (with its estimated qdd)."""

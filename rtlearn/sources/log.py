@@ -14,13 +14,17 @@ carry dtype and byte order, so logs are portable). Members:
   qdd      float64 (N, n)  only if some packet has one; NaN rows are packets without
   context  int16 (N,)      index into header.contexts, -1 for none
 
-Writes go to a temporary file renamed into place, so a crash never leaves half a log.
+Writes go to a temporary file renamed into place, so a crash never leaves half a log. The
+temporary file is created when the writer is, so a path that cannot be written fails before
+anything is recorded; if the final write still fails, the data goes to the system's temporary
+directory and the error says where.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -29,7 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from rtlearn.protocol.state import JointState
-from rtlearn.sources.base import JointSource, LogFormatError, RobotSpecError, paced
+from rtlearn.sources.base import JointSource, LogFormatError, LogPathError, RobotSpecError, paced
 from rtlearn.sources.robot import RobotSpec, parse_robot
 
 FORMAT = "rtlearn-log"
@@ -38,10 +42,24 @@ VECTORS = ("q", "qd", "tau")
 
 
 class LogWriter:
-    """Accumulates JointStates in growing arrays and writes the log on close()."""
+    """Accumulates JointStates in growing arrays and writes the log on close(); discard()
+    instead leaves nothing behind. LogPathError at once for a path that cannot be a log."""
 
     def __init__(self, path: str | Path, robot: RobotSpec, meta: dict | None = None):
         self.path = Path(path)
+        if self.path.suffix != ".npz":
+            raise LogPathError(self.path, None, "an rtlearn log is a NumPy .npz archive: name "
+                                                f"it {self.path.stem}.npz")
+        if self.path.is_dir():
+            raise LogPathError(self.path, None, "is a directory: give a file name ending .npz")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                       dir=self.path.parent)
+        except OSError as e:
+            raise LogPathError(self.path, None, f"cannot write a log there: {e.strerror} "
+                                                f"({self.path.parent})") from None
+        os.close(fd)
+        self._tmp = Path(tmp)
         self.robot = robot
         self.meta = dict(meta or {})
         n = robot.n_joints
@@ -87,10 +105,30 @@ class LogWriter:
             grown[: self._len] = a[: self._len]
             self._vec[k] = grown
 
+    def discard(self) -> None:
+        """Close without writing anything."""
+        self.closed = True
+        self._tmp.unlink(missing_ok=True)
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        arrays = self._arrays()
+        try:
+            with open(self._tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            self._tmp.unlink(missing_ok=True)
+            rescue = Path(tempfile.gettempdir()) / f"rtlearn-rescued-{os.getpid()}-{self.path.name}"
+            with open(rescue, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            raise LogPathError(self.path, None, f"could not be written ({e.strerror}); the "
+                                                f"{self._len} recorded packets are in {rescue}"
+                               ) from None
+
+    def _arrays(self) -> dict:
         m = self._len
         header = {"format": FORMAT, "version": VERSION, "robot": self.robot.name,
                   "joints": self.robot.joints, "n_joints": self.robot.n_joints, "count": m,
@@ -102,10 +140,7 @@ class LogWriter:
         arrays.update({k: self._vec[k][:m] for k in VECTORS})
         if self._has_qdd:
             arrays["qdd"] = self._vec["qdd"][:m]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, self.path)
+        return arrays
 
     def __enter__(self):
         return self
@@ -125,6 +160,10 @@ def write_log(path: str | Path, robot: RobotSpec, states, meta: dict | None = No
 def read_log(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Load and validate a log: (header, arrays). Raises LogFormatError naming file and field."""
     path = Path(path)
+    if path.is_dir():  # what a bag directory without its metadata.yaml looks like here
+        raise LogFormatError(path, None, "a directory without metadata.yaml: not a ROS 2 bag "
+                             "(a bag directory holds metadata.yaml beside its .mcap or .db3 "
+                             "files) and not an rtlearn log (a .npz file)")
     try:
         with np.load(path, allow_pickle=False) as z:
             members = set(z.files)

@@ -31,13 +31,40 @@ import tempfile
 from typing import Iterator, Sequence
 
 import numpy as np
-import pybullet as pb
 
 from rtlearn.protocol.state import JointState
 from rtlearn.sources.base import JointSource, paced
 from rtlearn.sources.dynamics import Dynamics
 from rtlearn.sources.robot import PAYLOAD_LINK_PREFIX, RobotSpec, load_robot
 from rtlearn.sources.tasks import make_reference
+
+
+def _import_pybullet():
+    """pybullet, imported without the "pybullet build time" line its C module prints on
+    every import (to stderr or stdout, depending on the build; below Python's sys.stdout /
+    sys.stderr, so only the file descriptors can hold it back)."""
+    import ctypes
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
+            try:
+                import pybullet
+            finally:
+                ctypes.CDLL(None).fflush(None)  # C stdio buffers a pipe: empty it here
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+    return pybullet
+
+
+pb = _import_pybullet()
 
 DT = 1e-3
 GRAVITY = -9.81
@@ -121,7 +148,9 @@ class SimSource(JointSource):
 
     payload: the object picked up by `lift` (or held during a rectangle); a sequence gives
     one payload per cycle, cycled, e.g. ("none", "light", "heavy") with cycles=6.
-    schedule: extra (time s, payload) swaps; set_payload() swaps at the next step.
+    schedule: extra (time s, payload) swaps; set_payload() swaps at the next step, and that
+    live payload holds: the task's own payload changes (one per cycle) no longer apply in that
+    iteration (scheduled swaps still do).
     seed: draws the nominal-model error, friction, task geometry/timing and noise.
     load_data: the controller's nominal model includes the held payload (None: only for `sines`,
     see the module docstring).
@@ -151,11 +180,12 @@ class SimSource(JointSource):
         self.coulomb_smoothing = np.maximum(COULOMB_SMOOTHING, 2 * DT * self.coulomb / inertia)
         self._noise_rng = np.random.default_rng([seed, 2])
         self.reference = make_reference(task, self.dynamics, payloads, cycles, seed, DT)
-        events = list(self.reference.events)
-        events += [(int(round(t / DT)), name) for t, name in schedule or ()]
-        self._events: dict[int, list[str]] = {}
-        for step, name in sorted(events, key=lambda e: e[0]):
-            self._events.setdefault(step, []).append(name)
+        # step -> [(payload, set by the task itself)]
+        events = [(k, name, True) for k, name in self.reference.events]
+        events += [(int(round(t / DT)), name, False) for t, name in schedule or ()]
+        self._events: dict[int, list[tuple[str, bool]]] = {}
+        for step, name, own in sorted(events, key=lambda e: e[0]):
+            self._events.setdefault(step, []).append((name, own))
         self._pending: str | None = None
         self.arm = PhysicsArm(self.robot)
 
@@ -181,13 +211,15 @@ class SimSource(JointSource):
         arm.reset(robot.home)  # each iteration replays the same trial from rest
         arm.set_payload("none")
         model_payload = "none"
+        live = False  # a set_payload() came: the task's own payload changes stop
         q, qd = arm.read()
         for k in range(len(ref)):
-            for name in self._events.get(k, ()):
-                arm.set_payload(name)
+            for name, own in self._events.get(k, ()):
+                if not (own and live):
+                    arm.set_payload(name)
             if self._pending is not None:
                 arm.set_payload(self._pending)
-                self._pending = None
+                self._pending, live = None, True
             if self.load_data and arm.payload != model_payload:
                 # The integral holds the unmodelled torques (friction) as an acceleration: rescale
                 # it to the new inertia so the torque it commands does not jump with the model.
