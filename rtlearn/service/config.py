@@ -132,7 +132,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "realtime": {
         "learning_cpus": ([-1], "CPUs of the learning process, as indices into the CPUs the "
                           "daemon may use (negative: from the end); [] = no pinning. With "
-                          "fewer than 2 CPUs nothing is pinned"),
+                          "fewer than 2 CPUs nothing is pinned. With several, the MLP's "
+                          "joints are learned on one thread per CPU (bitwise the same)"),
         "serving_cpus": ([], "CPUs of the serving process (same indexing); [] = all the others. "
                          "Run the controller there too"),
         "priority": (0, "SCHED_FIFO priority (1-99) of the socket thread; 0 = normal "
