@@ -2,18 +2,22 @@
 of the peer, I-SSGPR (`run_issgpr_bench`: D rank-1 Cholesky updates per batch, the weights'
 triangular solves, predict_one), for `rtlearn bench step --learner issgpr|both`.
 
-The same step is timed three ways in one run: rtlearn's kernels, plain vectorised numpy, and
-(when importable) PyTorch eager on one CPU thread. The twins evaluate the memory's kernels
-directly on the same truncated window (2R centres per coordinate), the natural vectorised
-form; the kernels compute the same rates through node tables (docs/algorithm.md, "Cost"),
-equal within MemoryConfig.error_bound.
+The same step is timed in one run: rtlearn's kernels in float64 and float32 (and, with
+cpus > 1, the joints split over that many threads), the float64 and float32 steps taking turns
+every CHUNK steps so that both see the same moments of the machine's load; plain vectorised
+numpy (float64); and (when importable) PyTorch eager on one CPU thread in float64 and
+float32. The twins evaluate the memory's kernels directly on the same truncated window (2R
+centres per coordinate), the natural vectorised form; the kernels compute the same rates
+through node tables (docs/algorithm.md, "Cost"), equal within MemoryConfig.error_bound.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,6 +30,8 @@ REFERENCE = LearnerConfig(n_joints=7, n_inputs=21, hidden=(128, 64, 32), optimiz
 
 PACED_PERIOD = 0.010  # s: the daemon's cadence, 10 samples at 1 kHz
 PACED_STEPS = 1000
+CHUNK = 50           # steps per turn when several rtlearn steps are timed in turns
+REF_STEPS = 1000     # timed steps of the numpy and torch twins (20-30 ms each)
 
 
 def _percentiles(ns: list[int], cpu_ns: list[int] | None = None) -> dict:
@@ -44,22 +50,37 @@ def _percentiles(ns: list[int], cpu_ns: list[int] | None = None) -> dict:
 def _time(step, batches, warmup: int, period: float = 0.0) -> dict:
     """Percentiles of step(X, Y); with `period`, one step per period (sleeping between), as
     the daemon runs them at 1 kHz (a batch of 10 every 10 ms): caches and the core go cold."""
-    for X, Y in batches[:warmup]:
-        step(X, Y)
-    out, cpu = [], []
+    return _time_turns({"step": step}, batches, warmup, period)["step"]
+
+
+def _time_turns(steps: dict, batches, warmup: int, period: float = 0.0,
+                progress=None) -> dict:
+    """Percentiles of each step(X, Y) of `steps`, every one fed all `batches` in order, in
+    turns of CHUNK steps (one step per `period` if given); progress(fraction) after a turn.
+    The CPU time is the calling thread's (with the joints on several threads, its share)."""
+    for step in steps.values():
+        for X, Y in batches[:warmup]:
+            step(X, Y)
+    out = {name: ([], []) for name in steps}
+    timed = batches[warmup:]
     gc.disable()  # the daemon runs its hot loop with the collector off as well
     try:
-        for X, Y in batches[warmup:]:
-            c0 = time.thread_time_ns()
-            t0 = time.perf_counter_ns()
-            step(X, Y)
-            out.append(time.perf_counter_ns() - t0)
-            cpu.append(time.thread_time_ns() - c0)
-            if period:
-                time.sleep(max(0.0, period - (time.perf_counter_ns() - t0) / 1e9))
+        for lo in range(0, len(timed), CHUNK):
+            for name, step in steps.items():
+                ns, cpu = out[name]
+                for X, Y in timed[lo:lo + CHUNK]:
+                    c0 = time.thread_time_ns()
+                    t0 = time.perf_counter_ns()
+                    step(X, Y)
+                    ns.append(time.perf_counter_ns() - t0)
+                    cpu.append(time.thread_time_ns() - c0)
+                    if period:
+                        time.sleep(max(0.0, period - (time.perf_counter_ns() - t0) / 1e9))
+            if progress is not None:
+                progress(min(lo + CHUNK, len(timed)) / len(timed))
     finally:
         gc.enable()
-    return _percentiles(out, cpu)
+    return {name: _percentiles(ns, cpu) for name, (ns, cpu) in out.items()}
 
 
 def _layers(learner):
@@ -162,12 +183,14 @@ def numpy_step(learner: OnlineLearner):
 
 
 def torch_step(learner: OnlineLearner):
-    """The reference step in PyTorch eager, one CPU thread, float64; None without torch."""
+    """The reference step in PyTorch eager, one CPU thread, in the learner's dtype; None
+    without torch."""
     try:
         import torch
     except ImportError:
         return None
     torch.set_num_threads(1)
+    dt = torch.float32 if learner.net.theta.dtype == np.float32 else torch.float64
     layers = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True))
               for W, b in _layers(learner)]
     params = [t for pair in layers for t in pair]
@@ -182,11 +205,11 @@ def torch_step(learner: OnlineLearner):
         gid.append((g0 + torch.arange(J)[:, None] * (2 * len(layers))).expand(J, per).reshape(-1))
         g0 += 1
     gid = torch.cat(gid)
-    counts = torch.bincount(gid, minlength=win.n_groups).double()
-    state = {"w": torch.full((win.n_groups * K,), learner.config.lr, dtype=torch.float64),
-             "prev": torch.zeros(gid.numel(), dtype=torch.float64),
-             "ms": torch.zeros(win.n_groups, dtype=torch.float64), "n": 0}
-    offsets = torch.tensor(win.offsets, dtype=torch.float64)
+    counts = torch.bincount(gid, minlength=win.n_groups).to(dt)
+    state = {"w": torch.full((win.n_groups * K,), learner.config.lr, dtype=dt),
+             "prev": torch.zeros(gid.numel(), dtype=dt),
+             "ms": torch.zeros(win.n_groups, dtype=dt), "n": 0}
+    offsets = torch.tensor(win.offsets, dtype=dt)
     inv_s = (K - 1) / (2 * C)
 
     def window(x):
@@ -199,7 +222,7 @@ def torch_step(learner: OnlineLearner):
         return psi, gid[:, None] * K + torch.clamp(k, 0, K - 1).long()
 
     def step(X, Y):
-        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        Xt, Yt = torch.from_numpy(X).to(dt), torch.from_numpy(Y).to(dt)
         a = Xt.expand(len(layers[0][0]), *Xt.shape)
         for l, (W, b) in enumerate(layers):
             a = torch.baddbmm(b[:, None, :], a, W.transpose(1, 2))
@@ -237,38 +260,187 @@ def torch_step(learner: OnlineLearner):
 
 
 def run_step_bench(steps: int = 3000, warmup: int = 200, seed: int = 0,
-                   config: LearnerConfig = REFERENCE) -> dict:
+                   config: LearnerConfig = REFERENCE, cpus: int = 1, ref_steps: int = REF_STEPS,
+                   say=None) -> dict:
+    """The reference step in float64 and float32 (and on `cpus` threads if > 1), in turns;
+    then the numpy and torch twins (`ref_steps` timed steps each). say(text): progress."""
+    say = say or (lambda text: None)
+    t_start = time.perf_counter()
+
+    def phase(text):
+        say(f"[{time.perf_counter() - t_start:6.1f} s] {text}")
+
+    def ticker(name):
+        marks = [0.25, 0.5, 0.75]
+
+        def tick(f):
+            while marks and f >= marks[0]:
+                phase(f"  {name}: {int(marks.pop(0) * 100)} %")
+        return tick
+
     batches = _random_batches(steps + warmup, config.batch_size, config.n_inputs,
                               config.n_joints, seed)
-    t0 = time.perf_counter()
-    learner = OnlineLearner(config)
-    learner.learn_many(*batches[0])  # compile or load cached kernels
+    load_before = os.getloadavg()
+    phase("loading kernels (compiled on first use, then cached)")
+    learners, t0 = {}, time.perf_counter()
+    for dtype in ("float64", "float32"):
+        for threads in sorted({1, cpus}):
+            learner = OnlineLearner(replace(config, dtype=dtype))
+            learner.set_threads(threads)
+            learner.learn_many(*batches[0])  # compile or load cached kernels
+            learners[dtype if threads == 1 else f"{dtype} x{threads}"] = learner
     compile_s = time.perf_counter() - t0
+    learner = learners["float64"]
     result = {
         "config": {"n_joints": config.n_joints, "hidden": list(config.hidden),
                    "batch_size": config.batch_size, "optimizer": config.optimizer,
                    "n_centres": config.memory.n_centres, "window": 2 * config.memory.radius,
-                   "n_params": int(learner.net.theta.size), "steps": steps, "warmup": warmup},
+                   "n_params": int(learner.net.theta.size), "steps": steps, "warmup": warmup,
+                   "ref_steps": ref_steps, "cpus": cpus,
+                   "threads": {k: v.threads for k, v in learners.items()}},
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or
-                    platform.machine(), "numpy": np.__version__},
+                    platform.machine(), "numpy": np.__version__,
+                    "cpus_available": len(os.sched_getaffinity(0))},
         "kernel_load_s": compile_s,
         # what a snapshot holds: network, normalisers, optimiser and memory state
-        "state_bytes": int(sum(v.nbytes for v in learner.network_state().values())
-                           + sum(v.nbytes for v in learner.optimizer.all_state(
-                               learner.opt_state).values())),
-        "train_step_ms": _time(learner.learn_many, batches, warmup),
-        "numpy_step_ms": _time(numpy_step(OnlineLearner(config)), batches, warmup),
+        "state_bytes": {dtype: _state_bytes(learners[dtype]) for dtype in ("float64", "float32")},
     }
+    phase(f"rtlearn {', '.join(learners)}: {steps} steps each, in turns of {CHUNK}")
+    timed = _time_turns({k: v.learn_many for k, v in learners.items()}, batches, warmup,
+                        progress=ticker("rtlearn"))
+    result["train_step_ms"] = timed["float64"]
+    result["train_step_float32_ms"] = timed["float32"]
+    if cpus > 1:
+        result["parallel"] = {dtype: timed[f"{dtype} x{cpus}"] for dtype in ("float64", "float32")}
+        phase("hand-off to another thread and to another process: 2000 round trips each")
+        result["parallel"]["handoff"] = handoff_costs()
     paced = batches[:warmup + min(steps, PACED_STEPS)]
-    result["train_step_paced_ms"] = _time(learner.learn_many, paced, warmup, period=PACED_PERIOD)
+    phase(f"rtlearn float64, float32: one step per {PACED_PERIOD * 1e3:.0f} ms, "
+          f"{len(paced) - warmup} steps each")
+    paced_t = _time_turns({k: learners[k].learn_many for k in ("float64", "float32")}, paced,
+                          warmup, period=PACED_PERIOD)
+    result["train_step_paced_ms"] = paced_t["float64"]
+    result["train_step_float32_paced_ms"] = paced_t["float32"]
     predict_x = batches[0][0][0]
     result["predict_one_ms"] = _time(lambda X, Y: learner.predict_one(predict_x), batches, warmup)
-    tstep = torch_step(OnlineLearner(config))
-    result["torch_step_ms"] = None if tstep is None else _time(tstep, batches, warmup)
-    if tstep is not None:
+    ref = batches[:warmup + min(steps, ref_steps)]
+    phase(f"numpy twin (float64): {len(ref) - warmup} steps")
+    result["numpy_step_ms"] = _time_turns({"numpy": numpy_step(OnlineLearner(config))}, ref,
+                                          warmup, progress=ticker("numpy"))["numpy"]
+    for dtype, key in (("float64", "torch_step_ms"), ("float32", "torch_step_float32_ms")):
+        tstep = torch_step(OnlineLearner(replace(config, dtype=dtype)))
+        if tstep is not None:
+            phase(f"torch eager, 1 thread ({dtype}): {len(ref) - warmup} steps")
+            tstep = _time_turns({"torch": tstep}, ref, warmup,
+                                progress=ticker(f"torch {dtype}"))["torch"]
+        result[key] = tstep
+    if result["torch_step_ms"] is not None:
         import torch
         result["machine"]["torch"] = torch.__version__
+    result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
+    for lr in learners.values():
+        lr.set_threads(1)
+    phase("done")
     return result
+
+
+def profile_step(steps: int = 1000, warmup: int = 200, seed: int = 0,
+                 config: LearnerConfig = REFERENCE) -> dict:
+    """Where a step's time goes: the parts of OnlineLearner.learn_many timed one by one (the
+    forward and backward pass, each transform of the optimizer chain, the update), in float64
+    and float32 in turns; percentiles in ms per part."""
+    from ..kernels.optim import apply_updates
+
+    batches = _random_batches(steps + warmup, config.batch_size, config.n_inputs,
+                              config.n_joints, seed)
+    learners = {d: OnlineLearner(replace(config, dtype=d)) for d in ("float64", "float32")}
+    parts = {d: {} for d in learners}
+
+    def timed(d, name, fn, *args):
+        t0 = time.perf_counter_ns()
+        fn(*args)
+        parts[d].setdefault(name, []).append(time.perf_counter_ns() - t0)
+
+    def step(d, X, Y):
+        lr = learners[d]
+        net, opt, st = lr.net, lr.optimizer, lr.opt_state
+        timed(d, "forward + backward", net.loss_grad, X, Y, lr.norm)
+        timed(d, "normaliser", lr.norm.observe, X, Y)
+        grad = net.grad.reshape(-1)
+        timed(d, "u <- gradient (copy)", np.copyto, st.u, grad)
+        key = st.u
+        for t, s in zip(opt.transforms, st.states):
+            timed(d, f"transform {t.name}", t.update, grad, st.u, key, s, st.bounds)
+            if t.key is not None:
+                key = s[t.key]
+        timed(d, "update theta -= u", apply_updates, net.theta.reshape(-1), st.u)
+
+    for d in learners:
+        for X, Y in batches[:warmup]:
+            step(d, X, Y)
+        parts[d].clear()
+    gc.disable()
+    try:
+        for lo in range(warmup, len(batches), CHUNK):
+            for d in learners:
+                for X, Y in batches[lo:lo + CHUNK]:
+                    step(d, X, Y)
+    finally:
+        gc.enable()
+    return {d: {name: _percentiles(ns) for name, ns in p.items()} for d, p in parts.items()}
+
+
+def handoff_costs(n: int = 2000) -> dict:
+    """What splitting a step costs before any work: a round trip to another thread through
+    two semaphores (what rtlearn.learner.parallel does per step), and to another process
+    through a pipe (what a learning process per CPU would need per step); percentiles in ms."""
+    import multiprocessing
+    import threading
+
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    stop = []
+
+    def worker():
+        while True:
+            go.acquire()
+            if stop:
+                return
+            done.release()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    ns = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        go.release()
+        done.acquire()
+        ns.append(time.perf_counter_ns() - t0)
+    stop.append(True)
+    go.release()
+    t.join()
+    threads = _percentiles(ns)
+    here, there = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_echo, args=(there,), daemon=True)
+    child.start()
+    ns = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        here.send_bytes(b"x")
+        here.recv_bytes()
+        ns.append(time.perf_counter_ns() - t0)
+    here.send_bytes(b"")
+    child.join(5)
+    return {"thread_ms": threads, "process_ms": _percentiles(ns)}
+
+
+def _echo(conn) -> None:
+    while msg := conn.recv_bytes():
+        conn.send_bytes(msg)
+
+
+def _state_bytes(learner) -> int:
+    return int(sum(v.nbytes for v in learner.network_state().values())
+               + sum(v.nbytes for v in learner.optimizer.all_state(learner.opt_state).values()))
 
 
 def _random_batches(n: int, batch_size: int, n_inputs: int, n_joints: int, seed: int):

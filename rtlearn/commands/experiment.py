@@ -24,6 +24,8 @@ def add_arguments(p):
                    "'all'; default GD,MetaGD. payload-swap: among GD, MetaGD, Adam, SGD-HD, "
                    "MetaGD-paper, I-SSGPR (the GP peer) (default all; GD always runs its "
                    "rate grid)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="online-lift: the MLP learners' dtype (default LearnerConfig's)")
     p.add_argument("--robot", default=None, help="payload-swap, auto-context: robot name or "
                    "TOML file (default kuka_iiwa)")
     p.add_argument("--task", default=None, help="payload-swap, auto-context: lift or sines "
@@ -128,10 +130,10 @@ def run(args) -> int:
 
 
 def _checked(args) -> int:
-    own = {"online-lift": ("methods",), "digits": ("mnist",),
+    own = {"online-lift": ("methods", "dtype"), "digits": ("mnist",),
            "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory"),
            "auto-context": ("robot", "task")}
-    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory"):
+    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory", "dtype"):
         if getattr(args, opt) is not None and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)
@@ -146,6 +148,8 @@ def _checked(args) -> int:
             return 2
         return _run(args, options)
     options = {"methods": args.methods} if args.methods else {}
+    if args.dtype:
+        options["dtype"] = args.dtype
     if args.methods:
         from rtlearn.experiments.online_lift import method_names
         try:  # before any worker starts

@@ -148,8 +148,10 @@ def method_names(methods: str | None) -> list[str]:
     return names
 
 
-def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dict:
-    """methods: see method_names."""
+def run_trial(seed: int, quick: bool = False, methods: str | None = None,
+              dtype: str | None = None) -> dict:
+    """methods: see method_names; dtype: the MLP learners' LearnerConfig.dtype (default its
+    default)."""
     max_samples = 1500 if quick else None
     methods = {k: METHODS[k] for k in method_names(methods)}
     lrs = LRS[:1] if quick else LRS
@@ -161,6 +163,7 @@ def run_trial(seed: int, quick: bool = False, methods: str | None = None) -> dic
     attach_batch = [a // BATCH for a in attach]
     early, curves, rate_curves = {}, {}, {}
     for name, (opt, residual, extra) in methods.items():
+        extra = {**extra, "dtype": dtype} if dtype else extra
         seqs = [(X, R if residual else T) for X, T, R, _ in data]
         first_phase, first_learner = {}, {}
         for reload in (False, True):

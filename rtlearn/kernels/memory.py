@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from . import JIT
+from .simd import add4, dot4
 
 META_GD = 0
 META_ADAM = 1
@@ -42,71 +43,89 @@ BLOCK = 256    # coordinates per block of the coordinate passes
 BANKS = 4      # interleaved deposit accumulators: consecutive coordinates often share a node
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _clip_key(x, clip):
     """Eq. M1 input: clip to [-C, C]; NaN maps to -C so node indices always stay in range."""
     x = x if x > -clip else -clip
     return x if x < clip else clip
 
 
+@njit(inline="always", **JIT)
+def _lo(a, b):
+    """min(a, b) as a select. In the coordinate loops numba's min, max and np.floor stayed
+    calls, and a loop with a call does not vectorise (LLVM's remarks: `rtlearn bench loops`)."""
+    return a if a < b else b
+
+
+@njit(inline="always", **JIT)
+def _hi(a, b):
+    """max(a, b) as a select (see _lo)."""
+    return a if a > b else b
+
+
+@njit(inline="always", **JIT)
+def _node_of(x, clip, inv_step, j_last):
+    """The node starting the interval of the clipped key x, as an int32 (a truncation: x >= -C,
+    so it is the floor)."""
+    return _lo(np.int32((x + clip) * inv_step), np.int32(j_last))
+
+
 @njit(**JIT)
 def _node_range(x, lo, hi, clip, inv_step, j_last):
     """Nodes first_j .. last_j + 1 hold every interval the keys x[lo:hi] fall in (only those
-    are tabulated or collected: keys crowd a few spacings around zero)."""
-    x_min = clip
-    x_max = -clip
+    are tabulated or collected: keys crowd a few spacings around zero). Used only when the
+    memory does not learn; learning steps get it from _deposit_group's pass. Integer min/max:
+    LLVM vectorises those reductions, not float ones (without fastmath 'nnan')."""
+    j_min = np.int32(j_last)
+    j_max = np.int32(0)
     for i in range(lo, hi):
-        xc = _clip_key(x[i], clip)
-        x_min = min(x_min, xc)
-        x_max = max(x_max, xc)
-    j_lo = min(np.floor((x_min + clip) * inv_step), j_last)
-    j_hi = min(np.floor((x_max + clip) * inv_step), j_last)
-    return int(j_lo), int(j_hi) + 1
+        j = _node_of(_clip_key(x[i], clip), clip, inv_step, j_last)
+        j_min = _lo(j_min, j)
+        j_max = _hi(j_max, j)
+    return int(j_min), int(j_max) + 1
 
 
 @njit(**JIT)
-def _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab):
-    """Eq. M2 at nodes j_lo..j_hi: eta[j] = sum_n phi[n, j] w[c(j) + n] and deta likewise,
-    c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is centre c + n - R);
-    then interleaved into tab for the coordinate pass."""
-    n_win = phi.shape[0]
+def _tabulate(wpad, tphi, per_cell, j_lo, j_hi, tab):
+    """Eq. M2 at nodes j_lo..j_hi: tab[2 j] = eta(x_j) = sum_n phi[n, j] w[c(j) + n], tab[2 j + 1]
+    = step * eta'(x_j) likewise, c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is
+    centre c + n - R). tphi interleaves the two tables (tphi[n, 2 j] = phi, tphi[n, 2 j + 1] =
+    dphi), so each cell and centre is one contiguous multiply-add over the cell's nodes."""
+    n_win = tphi.shape[0]
     for c in range(j_lo // per_cell, j_hi // per_cell + 1):
-        a = max(j_lo, c * per_cell)
-        b = min(j_hi + 1, (c + 1) * per_cell)
-        e = eta[a:b]
-        de = deta[a:b]
-        e[:] = 0.0
-        de[:] = 0.0
-        for n in range(n_win):
+        a = 2 * max(j_lo, c * per_cell)
+        b = 2 * min(j_hi + 1, (c + 1) * per_cell)
+        t = tab[a:b]
+        w0 = wpad[c]
+        p = tphi[0, a:b]
+        for j in range(b - a):
+            t[j] = p[j] * w0
+        for n in range(1, n_win):
             wv = wpad[c + n]
-            p = phi[n, a:b]
-            dp = dphi[n, a:b]
+            p = tphi[n, a:b]
             for j in range(b - a):
-                e[j] += p[j] * wv
-                de[j] += dp[j] * wv
-    for j in range(j_lo, j_hi + 1):
-        tab[2 * j] = eta[j]
-        tab[2 * j + 1] = deta[j]
+                t[j] += p[j] * wv
 
 
-@njit(**JIT)
-def _hermite(x, clip, inv_step, j_last, t, js, hw):
+@njit(inline="always", **JIT)
+def _hermite(x, clip, inv_step, j_last, one, t, js, hw):
     """Node j (stored as 2 j, the offset in an interleaved (N, 2) table) and the cubic
-    Hermite weights (h00, h10, h01, h11) of the clipped key x at slot t."""
+    Hermite weights (h00, h10, h01, h11) of the clipped key x at slot t. `one` carries the
+    state's dtype: float64 literals would widen float32 arithmetic."""
     p = (x + clip) * inv_step
-    j = min(np.floor(p), j_last)
+    j = _lo(js.dtype.type(np.int32(p)), j_last)  # the floor (p >= 0), see _node_of
     f = p - j
-    g = 1.0 - f
-    js[t] = 2.0 * j
-    hw[0, t] = g * g * (1.0 + 2.0 * f)
+    g = one - f
+    js[t] = j + j
+    hw[0, t] = g * g * (one + f + f)
     hw[1, t] = g * g * f
-    hw[2, t] = f * f * (3.0 - 2.0 * f)
+    hw[2, t] = f * f * (one + one + one - f - f)
     hw[3, t] = -f * f * g
 
 
 @njit(**JIT)
-def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, tab, w_lo, w_hi, js, hw,
-                   out):
+def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, one, tab, w_lo, w_hi, js,
+                   hw, out):
     """Eq. M2 for coordinates lo..hi-1 (u <- eta(key) u); returns the sum of the rates.
     tab is interleaved: tab[2 j] = eta(x_j), tab[2 j + 1] = step * eta'(x_j)."""
     h0, h1, h2, h3 = hw[0], hw[1], hw[2], hw[3]
@@ -118,74 +137,83 @@ def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, tab, w_lo, 
         for t in range(m):
             x = _clip_key(k[t], clip)
             kp[t] = x
-            _hermite(x, clip, inv_step, j_last, t, js, hw)
-        for t in range(m):
-            j = np.int64(js[t])
-            out[t] = h0[t] * tab[j] + h1[t] * tab[j + 1] + h2[t] * tab[j + 2] + h3[t] * tab[j + 3]
+            _hermite(x, clip, inv_step, j_last, one, t, js, hw)
+        for t in range(m):  # tab[j:j + 4] . (h00, h10, h01, h11), one vector load
+            out[t] = dot4(tab, np.int64(js[t]), h0[t], h1[t], h2[t], h3[t])
         uu = u[b_lo:b_lo + m]  # may alias k: read above, written only now
         for t in range(m):
             # The interpolant may overshoot [min w, max w] by the error bound: keep the clamp.
-            e = min(w_hi, max(w_lo, out[t]))
+            e = _lo(w_hi, _hi(w_lo, out[t]))
             eta_sum += e
             uu[t] = e * uu[t]
     return eta_sum
 
 
 @njit(**JIT)
-def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, acc, js, hw):
+def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, hw):
     """Eq. M3 signals s = clip(x x_prev, -1, 1) deposited at x_prev's interval: acc[bank]
-    gets s (h00, h10) at node j and s (h01, h11) at node j + 1."""
+    gets s (h00, h10) at node j and s (h01, h11) at node j + 1.
+
+    The same pass finds the node range of x_prev (what _collect reads) and of the clipped
+    key x (what the prediction tabulates): returns (j_lo, j_hi + 1) of each, as
+    _node_range would, without two more passes over the coordinates (integer min/max, which
+    LLVM vectorises)."""
     n2 = acc.shape[1]
     flat = acc.reshape(-1)
     h0, h1, h2, h3 = hw[0], hw[1], hw[2], hw[3]
+    top = np.int32(j_last)
+    p_min = top + top
+    p_max = np.int32(0)
+    x_min = top
+    x_max = np.int32(0)
     for b_lo in range(lo, hi, BLOCK):
         m = min(BLOCK, hi - b_lo)
         k = key[b_lo:b_lo + m]
         kp = key_prev[b_lo:b_lo + m]  # already clipped
         for t in range(m):
             xp = kp[t]
-            s = min(1.0, max(-1.0, _clip_key(k[t], clip) * xp))
-            _hermite(xp, clip, inv_step, j_last, t, js, hw)
+            x = _clip_key(k[t], clip)
+            jx = _node_of(x, clip, inv_step, j_last)
+            x_min = _lo(x_min, jx)
+            x_max = _hi(x_max, jx)
+            s = _lo(one, _hi(-one, x * xp))
+            _hermite(xp, clip, inv_step, j_last, one, t, js, hw)
+            jp = np.int32(js[t])
+            p_min = _lo(p_min, jp)
+            p_max = _hi(p_max, jp)
             h0[t] *= s
             h1[t] *= s
             h2[t] *= s
             h3[t] *= s
-        for t in range(m):
-            r = (t & (BANKS - 1)) * n2 + np.int64(js[t])
-            flat[r] += h0[t]
-            flat[r + 1] += h1[t]
-            flat[r + 2] += h2[t]
-            flat[r + 3] += h3[t]
+        for t in range(m):  # flat[r:r + 4] += (h00, h10, h01, h11) s, one vector add
+            add4(flat, (t & (BANKS - 1)) * n2 + np.int64(js[t]), h0[t], h1[t], h2[t], h3[t])
+    return int(p_min) // 2, int(p_max) // 2 + 1, int(x_min), int(x_max) + 1
 
 
 @njit(**JIT)
-def _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, v, d, dpad):
+def _collect(acc, j_lo, j_hi, tpsi, per_cell, dpad):
     """Eq. M4 from the deposits: dpad[c(j) + n] += v_j psi[n, j] + d_j dpsi[n, j] over nodes
-    j_lo..j_hi, v and d summed over the banks (which are cleared)."""
-    n_win = psi.shape[0]
-    m = j_hi + 1 - j_lo
-    vv = v[:m]
-    dd = d[:m]
-    vv[:] = 0.0
-    dd[:] = 0.0
-    for bank in range(acc.shape[0]):
+    j_lo..j_hi, (v, d) the deposits summed over the banks (which are cleared); tpsi
+    interleaves psi and dpsi as acc interleaves v and d, so each term is a contiguous dot
+    product."""
+    n_win = tpsi.shape[0]
+    total = acc[0, 2 * j_lo: 2 * j_hi + 2]
+    for bank in range(1, acc.shape[0]):
         row = acc[bank, 2 * j_lo: 2 * j_hi + 2]
-        for t in range(m):
-            vv[t] += row[2 * t]
-            dd[t] += row[2 * t + 1]
+        for t in range(row.shape[0]):
+            total[t] += row[t]
         row[:] = 0.0
     for c in range(j_lo // per_cell, j_hi // per_cell + 1):
-        a = max(j_lo, c * per_cell)
-        b = min(j_hi + 1, (c + 1) * per_cell)
-        vc = vv[a - j_lo: b - j_lo]
-        dc = dd[a - j_lo: b - j_lo]
+        a = 2 * max(j_lo, c * per_cell)
+        b = 2 * min(j_hi + 1, (c + 1) * per_cell)
+        vd = acc[0, a:b]
         for n in range(n_win):
-            p = psi[n, a:b]
-            dp = dpsi[n, a:b]
-            total = 0.0
+            p = tpsi[n, a:b]
+            dot = 0.0
             for t in range(b - a):
-                total += vc[t] * p[t] + dc[t] * dp[t]
-            dpad[c + n] += total
+                dot += vd[t] * p[t]
+            dpad[c + n] += dot
+    total[:] = 0.0
 
 
 @njit(**JIT)
@@ -262,9 +290,9 @@ def _predict_full(key, u, key_prev, lo, hi, clip, inv_spacing, a, q, w, w_lo, w_
 
 
 @njit(**JIT)
-def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, per_cell, phi,
-                dphi, psi, dpsi, meta_kind, beta, b1, b2, eps, w_lo, w_hi, learn, js, hw, out,
-                acc, wpad, dpad, eta, deta, tab, eta_mean, full_window, a, normalized):
+def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, per_cell, tphi,
+                tpsi, meta_kind, beta, b1, b2, eps, w_lo, w_hi, learn, js, hw, out, acc, wpad,
+                dpad, tab, eta_mean, full_window, a, normalized):
     """One memory step for every group: eqs. M3-M5 (learn), then M2 (predict and scale u).
 
     M3  s_i = clip(x_i * x_prev_i, -1, 1), x = clip(key, -C, C)
@@ -277,18 +305,22 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
     M2  eta_i = sum_k psi_k(x_i) w_k / sum_k psi_k(x_i);  u_i <- eta_i * u_i
     `key` may alias `u`: each coordinate's key is read before its u is written.
     `key_prev` holds the clipped key of the previous step (zeros at the start: no update).
-    Node tables (W = 2R + 1, N nodes): phi/dphi give eta and its derivative times the node
-    step at every node (eq. M2), psi/dpsi the same for the signal weights of eq. M4. Padded
-    arrays (K + 2R) put centre k at k + R so windows never branch on the edges.
-    Scratch: js, out (BLOCK,), hw (4, BLOCK), acc (BANKS, 2N) zero between calls, eta and
-    deta (N,), tab (2N,).
+    Node tables (W = 2R + 1 rows, N nodes interleaved: (W, 2N)): tphi gives eta and its
+    derivative times the node step at every node (eq. M2), tpsi the same for the signal
+    weights of eq. M4. Padded arrays (K + 2R) put centre k at k + R so windows never branch
+    on the edges. Scratch: js, out (BLOCK,), hw (4, BLOCK), acc (BANKS, 2N) zero between
+    calls, tab (2N,). key, u, key_prev, the tables and the scratch share one dtype (float32
+    or float64); the rates w and their moments are float64.
     With `full_window` every centre is evaluated (_deposit_full, _predict_full): inv_step is
     then 1 / spacing, a = (spacing / h)^2, `normalized` picks phi = psi / sum psi in eq. M4;
     of the tables and scratch only wpad and dpad (K each) are used, wpad for one key's psi.
     """
     n_centres = w.shape[1]
     shift = (wpad.shape[0] - n_centres) // 2  # R
-    j_last = phi.shape[1] - 2.0
+    one = key.dtype.type(1.0)
+    clip_t = key.dtype.type(clip)
+    step_t = key.dtype.type(inv_step)
+    j_last = key.dtype.type(tphi.shape[1] // 2 - 2)
     q = math.exp(-a)
     adam_scale = 0.0
     if learn:
@@ -299,15 +331,16 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
         g_hi = bounds[g + 1]
         if g_hi == g_lo:
             continue
+        x_lo, x_hi = 0, 0  # the key's node range, from the learning pass or _node_range
         if learn:
             dpad[:] = 0.0
             if full_window:
                 _deposit_full(key, key_prev, g_lo, g_hi, clip, inv_step, a, q, normalized, wpad,
                               dpad)
             else:
-                j_lo, j_hi = _node_range(key_prev, g_lo, g_hi, clip, inv_step, j_last)
-                _deposit_group(key, key_prev, g_lo, g_hi, clip, inv_step, j_last, acc, js, hw)
-                _collect(acc, j_lo, j_hi, psi, dpsi, per_cell, eta, deta, dpad)  # eta: scratch
+                j_lo, j_hi, x_lo, x_hi = _deposit_group(key, key_prev, g_lo, g_hi, clip_t,
+                                                        step_t, j_last, one, acc, js, hw)
+                _collect(acc, j_lo, j_hi, tpsi, per_cell, dpad)
             inv_d = 1.0 / (g_hi - g_lo)
             for k in range(n_centres):
                 d = dpad[k + shift] * inv_d
@@ -326,8 +359,10 @@ def memory_step(key, u, key_prev, w, w_m, w_v, count, bounds, clip, inv_step, pe
         else:
             for k in range(n_centres):
                 wpad[k + shift] = w[g, k]
-            j_lo, j_hi = _node_range(key, g_lo, g_hi, clip, inv_step, j_last)
-            _tabulate(wpad, phi, dphi, per_cell, j_lo, j_hi, eta, deta, tab)
-            eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip, inv_step, j_last,
-                                     tab, w_lo, w_hi, js, hw, out)
+            if not learn:
+                x_lo, x_hi = _node_range(key, g_lo, g_hi, clip_t, step_t, j_last)
+            _tabulate(wpad, tphi, per_cell, x_lo, x_hi, tab)
+            eta_sum = _predict_group(key, u, key_prev, g_lo, g_hi, clip_t, step_t, j_last, one,
+                                     tab, key.dtype.type(w_lo), key.dtype.type(w_hi), js, hw,
+                                     out)
         eta_mean[g] = eta_sum / (g_hi - g_lo)

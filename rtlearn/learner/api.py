@@ -19,6 +19,7 @@ Meaning of each part per kind (docs/service.md, "Learner kinds"):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -70,7 +71,16 @@ class Kind(ABC):
         """A fresh learner; daemon=True: as the daemon runs it."""
 
     def config_from_dict(self, d: dict):
+        """A config saved in a file (a snapshot's header)."""
         return self.config_type.from_dict(d)
+
+    def resumes(self, saved, config) -> bool:
+        """Whether a snapshot made with config `saved` resumes in a learner of `config`."""
+        return saved == config
+
+    def set_threads(self, learner: Learner, n: int) -> int:
+        """Learn on up to n threads; returns the number used (1: this kind learns on one)."""
+        return 1
 
     @abstractmethod
     def warm_up(self, learner: Learner, batch_size: int) -> None:
@@ -95,6 +105,19 @@ class MLPKind(Kind):
 
     def make(self, config: LearnerConfig, daemon: bool = False) -> OnlineLearner:
         return OnlineLearner(config)
+
+    def config_from_dict(self, d: dict) -> LearnerConfig:
+        return LearnerConfig.from_saved(d)  # from before dtype: float64
+
+    def resumes(self, saved: LearnerConfig, config: LearnerConfig) -> bool:
+        """The same model up to the dtype (the arrays are cast, rounded)."""
+        return replace(saved, dtype=config.dtype) == config
+
+    def set_threads(self, learner: OnlineLearner, n: int) -> int:
+        return learner.set_threads(n)
+
+    def status(self, learner: OnlineLearner) -> dict:
+        return {**super().status(learner), "threads": learner.threads}
 
     def warm_up(self, learner: OnlineLearner, batch_size: int) -> None:
         x = np.zeros((batch_size, learner.config.n_inputs))

@@ -11,12 +11,15 @@ from ..kernels.optim import all_finite, copy_into
 from .memory import MemoryConfig
 from .network import MLPStack, Normalizer
 from .optim import OPTIMIZERS, make_optimizer
+from .parallel import JointShards, NotSeparable
 from .robust import ResidualScale
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-learner"
-STATE_VERSION = 3   # 2: the normaliser counts split into norm.x_count / norm.y_count;
-                    # 3: the residual scale of the outlier screen, resid.*
+STATE_VERSION = 4   # 2: the normaliser counts split into norm.x_count / norm.y_count;
+                    # 3: the residual scale of the outlier screen, resid.*;
+                    # 4: config.dtype (files before it hold float64 learners)
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class LearnerConfig:
     hd_beta: float | None = None
     hd_per_group: bool = False
     seed: int = 0
+    dtype: str = "float64"        # of weights, gradients, optimizer and memory state
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -48,6 +52,8 @@ class LearnerConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not (self.lr > 0 and self.grad_clip > 0):
             raise ValueError("lr and grad_clip must be > 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         self.memory.validate()
 
     def to_dict(self) -> dict:
@@ -60,6 +66,12 @@ class LearnerConfig:
         if unknown:
             raise ValueError(f"unknown learner config keys: {sorted(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "LearnerConfig":
+        """From a config saved in a file: one written before `dtype` existed ran in float64,
+        whatever today's default."""
+        return cls.from_dict({"dtype": "float64", **d})
 
 
 @dataclass
@@ -89,12 +101,14 @@ class OnlineLearner:
     def __init__(self, config: LearnerConfig = LearnerConfig()):
         self.config = config
         c = config
-        self.net = MLPStack(c.n_joints, c.n_inputs, c.hidden, c.batch_size, c.loss, c.seed)
+        self.net = MLPStack(c.n_joints, c.n_inputs, c.hidden, c.batch_size, c.loss, c.seed,
+                            np.dtype(c.dtype))
         self.norm = Normalizer(c.n_inputs, c.n_joints, c.normalize if c.loss == "mse" else
                                ("input" if c.normalize != "none" else "none"))
         self.optimizer = make_optimizer(c.optimizer, c.lr, c.grad_clip, c.memory, c.hd_beta,
                                         c.hd_per_group)
-        self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds)
+        self.opt_state = self.optimizer.init(self.net.theta.size, self.net.bounds,
+                                             self.net.theta.dtype)
         self.resid = ResidualScale(c.n_joints)  # kept by the daemon's sample screen
         self.n_steps = 0
         self.n_samples = 0
@@ -103,6 +117,30 @@ class OnlineLearner:
         self._xb = np.zeros((c.batch_size, c.n_inputs))
         self._yb = np.zeros((c.batch_size, c.n_joints))
         self._fill = 0
+        self._shards: JointShards | None = None
+
+    def set_threads(self, n: int) -> int:
+        """Learn the joints on up to n threads (rtlearn.learner.parallel; bitwise the same
+        result as one thread); returns the number used: 1 for one joint, or for an optimizer
+        whose state couples the joints (sgd-hd / adam-hd with one rate for all)."""
+        if self._shards is not None:
+            self._shards.close()
+            self._shards = None
+        n = min(int(n), self.config.n_joints)
+        if n > 1:
+            try:
+                self._shards = JointShards(self, n)
+            except NotSeparable:
+                n = 1
+        return max(n, 1)
+
+    def __getstate__(self):
+        """Copies (copy.deepcopy, pickle) are single-threaded: threads do not copy."""
+        return {**self.__dict__, "_shards": None}
+
+    @property
+    def threads(self) -> int:
+        return 1 if self._shards is None else len(self._shards.shards)
 
     # -- river-style API --------------------------------------------------------------------
     def predict_one(self, x: np.ndarray, model: ModelCopy | None = None) -> np.ndarray:
@@ -131,9 +169,14 @@ class OnlineLearner:
         measured before the update (a new array: callers keep loss histories)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         Y = np.ascontiguousarray(Y, dtype=np.float64)
-        loss = self.net.loss_grad(X, Y, self.norm)
-        self.norm.observe(X, Y)
-        self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1), self.opt_state)
+        if self._shards is not None:  # the same three lines, per shard of joints
+            loss = self._shards.step(X, Y)
+            self.norm.observe(X, Y)
+        else:
+            loss = self.net.loss_grad(X, Y, self.norm)
+            self.norm.observe(X, Y)
+            self.optimizer.step(self.net.theta.reshape(-1), self.net.grad.reshape(-1),
+                                self.opt_state)
         self.n_steps += 1
         self.n_samples += X.shape[0]
         return loss.copy()
@@ -304,8 +347,8 @@ class OnlineLearner:
 
     @classmethod
     def load(cls, path) -> "OnlineLearner":
-        meta, arrays = load_state(path, STATE_KIND, (1, 2, STATE_VERSION))
-        learner = cls(LearnerConfig.from_dict(meta["config"]))
+        meta, arrays = load_state(path, STATE_KIND, (1, 2, 3, STATE_VERSION))
+        learner = cls(LearnerConfig.from_saved(meta["config"]))
         learner.set_network_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
         learner.optimizer.load(learner.opt_state,
                                {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")},

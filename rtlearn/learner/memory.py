@@ -275,9 +275,20 @@ def authors_memory(optimizer: str, **overrides) -> MemoryConfig:
                                    **overrides})
 
 
+def _interleave(v: np.ndarray, dv: np.ndarray, dtype) -> np.ndarray:
+    """(W, N) values and derivatives as one (W, 2N) table, [n, 2 j] = v, [n, 2 j + 1] = dv:
+    the layout of the kernel's node table and deposits."""
+    out = np.empty((v.shape[0], 2 * v.shape[1]), dtype=dtype)
+    out[:, 0::2], out[:, 1::2] = v, dv
+    return out
+
+
 def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
     """Rate rule: u <- eta(key) * u, the memory learning online (eqs. M1-M5). With
-    config.key == "scaled" the key must come from `scale_key` (make_optimizer chains it)."""
+    config.key == "scaled" the key must come from `scale_key` (make_optimizer chains it).
+
+    The per-coordinate state (the previous key) and the node tables take the parameters'
+    dtype; the K rates of each group and their moments stay float64."""
     config.validate()
     if config.full_window:  # no tables: the kernel's exact path uses dpad (K) only
         nodes = NodeTables(1, *([np.zeros((1, 2))] * 4), 0.0, 0.0)
@@ -289,28 +300,31 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
         inv_step = nodes.per_cell / config.spacing
     n_nodes = nodes.phi.shape[1]
     meta_kind = META_KINDS[config.meta]
+    tables = {}  # dtype -> (tphi, tpsi)
 
-    def init(n_params: int, bounds: np.ndarray) -> dict:
+    def init(n_params: int, bounds: np.ndarray, dtype=np.float64) -> dict:
         g = len(bounds) - 1
         kc = config.n_centres
+        dt = np.dtype(dtype)
+        if dt not in tables:
+            tables[dt] = (_interleave(nodes.phi, nodes.dphi, dt),
+                          _interleave(nodes.psi, nodes.dpsi, dt))
         return {
             "lr0": np.array([config.lr0]),   # the base rate (set_lr moves it, and the rates)
             "w": np.full((g, kc), config.lr0),
             "w_m": np.zeros((g, kc)),
             "w_v": np.zeros((g, kc)),
             "count": np.zeros(1),
-            "key_prev": np.zeros(n_params),
+            "key_prev": np.zeros(n_params, dt),
             "learn": np.ones(1),
             # scratch, and the mean predicted rate per group for monitoring
-            "js": np.zeros(K.BLOCK),
-            "hw": np.zeros((4, K.BLOCK)),
-            "out": np.zeros(K.BLOCK),
-            "acc": np.zeros((K.BANKS, 2 * n_nodes)),
-            "wpad": np.zeros(n_pad),
+            "js": np.zeros(K.BLOCK, dt),
+            "hw": np.zeros((4, K.BLOCK), dt),
+            "out": np.zeros(K.BLOCK, dt),
+            "acc": np.zeros((K.BANKS, 2 * n_nodes), dt),
+            "wpad": np.zeros(n_pad, dt),
             "dpad": np.zeros(n_pad),
-            "eta_nodes": np.zeros(n_nodes),
-            "deta_nodes": np.zeros(n_nodes),
-            "tab": np.zeros(2 * n_nodes),
+            "tab": np.zeros(2 * n_nodes, dt),
             "eta_mean": np.full(g, config.lr0),
         }
 
@@ -322,18 +336,16 @@ def memory(config: MemoryConfig = MemoryConfig()) -> Transform:
         lr0 = state["lr0"][0]
         w_lo, w_hi = config.rate_bounds(lr0)
         beta = config.beta * lr0 if beta_per_lr0 else config.beta
+        tphi, tpsi = tables[state["key_prev"].dtype]
         K.memory_step(key, u, state["key_prev"], state["w"], state["w_m"], state["w_v"],
-                      state["count"], bounds, config.clip, inv_step, nodes.per_cell, nodes.phi,
-                      nodes.dphi, nodes.psi, nodes.dpsi, meta_kind, beta, config.b1,
-                      config.b2, config.eps, w_lo, w_hi,
+                      state["count"], bounds, config.clip, inv_step, nodes.per_cell, tphi, tpsi,
+                      meta_kind, beta, config.b1, config.b2, config.eps, w_lo, w_hi,
                       state["learn"][0] > 0, state["js"], state["hw"], state["out"],
-                      state["acc"], state["wpad"], state["dpad"], state["eta_nodes"],
-                      state["deta_nodes"], state["tab"], state["eta_mean"], config.full_window,
-                      config.a, config.normalized_signal)
+                      state["acc"], state["wpad"], state["dpad"], state["tab"],
+                      state["eta_mean"], config.full_window, config.a, config.normalized_signal)
 
     return Transform("memory", init, update, shared=("lr0", "w", "w_m", "w_v", "count"),
                      carry=("lr0", "w"),
                      history=("key_prev",),
-                     scratch=("js", "hw", "out", "acc", "wpad", "dpad", "eta_nodes", "deta_nodes",
-                              "tab"),
+                     scratch=("js", "hw", "out", "acc", "wpad", "dpad", "tab"),
                      hyper=asdict(config))

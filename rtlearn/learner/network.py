@@ -17,7 +17,7 @@ class MLPStack:
     """
 
     def __init__(self, n_joints: int, n_inputs: int, hidden: tuple[int, ...], batch_size: int,
-                 loss: str = "mse", seed: int = 0):
+                 loss: str = "mse", seed: int = 0, dtype=np.float64):
         if n_joints < 1 or n_inputs < 1 or batch_size < 1 or any(h < 1 for h in hidden):
             raise ValueError("network sizes must be positive")
         if loss not in LOSSES:
@@ -26,7 +26,7 @@ class MLPStack:
         self.loss_kind = LOSSES[loss]
         self.dims = np.array([n_inputs, *hidden, 1], dtype=np.int64)
         self.n_params = K.n_params(self.dims)
-        self.theta = np.zeros((n_joints, self.n_params))
+        self.theta = np.zeros((n_joints, self.n_params), dtype)  # float32 or float64
         self.grad = np.zeros_like(self.theta)
         self.bounds = self._group_bounds()
         # Flat indices of every joint's output layer (W and b): what a payload context owns.
@@ -35,9 +35,9 @@ class MLPStack:
                                               (j + 1) * self.n_params)
                                     for j in range(n_joints)]).astype(np.int64)
         width = int(self.dims.sum())
-        self.acts = np.zeros((batch_size, width))
-        self.deltas = np.zeros((batch_size, width))
-        self._acts_one = np.zeros(width)
+        self.acts = np.zeros((batch_size, width), dtype)
+        self.deltas = np.zeros((batch_size, width), dtype)
+        self._acts_one = np.zeros(width, dtype)
         self.loss = np.zeros(n_joints)
         self.reset(seed)
 
@@ -66,7 +66,7 @@ class MLPStack:
         """Per-joint batch loss before any update; fills self.grad."""
         B = X.shape[0]
         if B > self.acts.shape[0]:
-            self.acts = np.zeros((B, self.acts.shape[1]))
+            self.acts = np.zeros((B, self.acts.shape[1]), self.theta.dtype)
             self.deltas = np.zeros_like(self.acts)
         K.mlp_loss_grad(self.theta, self.dims, X, Y, norm.x_mean, norm.x_scale, norm.y_mean,
                         norm.y_scale, self.loss_kind, self.acts, self.deltas, self.grad, self.loss)
@@ -79,7 +79,7 @@ class MLPStack:
             K.mlp_predict_one(theta, self.dims, X[0], norm.x_mean, norm.x_scale, norm.y_mean,
                               norm.y_scale, self._acts_one, out[0])
             return
-        acts = np.zeros((X.shape[0], self.acts.shape[1]))
+        acts = np.zeros((X.shape[0], self.acts.shape[1]), self.theta.dtype)
         K.mlp_predict(theta, self.dims, X, norm.x_mean, norm.x_scale, norm.y_mean, norm.y_scale,
                       acts, out)
 

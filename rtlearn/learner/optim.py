@@ -18,15 +18,16 @@ from .transform import Optimizer, Transform, chain
 
 def clip(c: float = 10.0) -> Transform:
     """Eq. O1: clip every coordinate of the gradient to [-c, c]."""
-    return Transform("clip", lambda n, b: {}, lambda g, u, key, s, b: K.clip_by_value(u, c),
+    return Transform("clip", lambda n, b, dtype=None: {},
+                     lambda g, u, key, s, b: K.clip_by_value(u, c),
                      hyper={"clip": c})
 
 
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
     """Eq. O2: Adam's direction. Its first moment m becomes the key of later rate rules."""
 
-    def init(n, bounds):
-        return {"m": np.zeros(n), "v": np.zeros(n), "count": np.zeros(1)}
+    def init(n, bounds, dtype=np.float64):
+        return {"m": np.zeros(n, dtype), "v": np.zeros(n, dtype), "count": np.zeros(1)}
 
     def update(g, u, key, s, bounds):
         K.adam_direction(u, s["m"], s["v"], s["count"], b1, b2, eps)
@@ -37,7 +38,7 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
 def constant(lr: float) -> Transform:
     """Eq. O3: one fixed rate. `lr` lives in the state so it can be changed live."""
 
-    def init(n, bounds):
+    def init(n, bounds, dtype=np.float64):
         return {"lr": np.array([lr])}
 
     def update(g, u, key, s, bounds):
@@ -49,9 +50,10 @@ def constant(lr: float) -> Transform:
 def hypergradient(lr: float, beta: float, per_group: bool = False) -> Transform:
     """Eq. O4: hypergradient descent on one rate (or one per group with per_group=True)."""
 
-    def init(n, bounds):
+    def init(n, bounds, dtype=np.float64):
         own = bounds if per_group else np.array([0, n], dtype=np.int64)
-        return {"alpha": np.full(len(own) - 1, lr), "u_prev": np.zeros(n), "bounds": own.copy()}
+        return {"alpha": np.full(len(own) - 1, lr), "u_prev": np.zeros(n, dtype),
+                "bounds": own.copy()}
 
     def update(g, u, key, s, bounds):
         K.hypergradient(g, u, s["u_prev"], s["alpha"], beta, s["bounds"])
@@ -65,8 +67,8 @@ def scale_key(decay: float = 0.99) -> Transform:
     """Eq. O5: the key of later rate rules in units of its own running RMS per group, so the
     memory sees the same key range whatever the gradient's scale."""
 
-    def init(n, bounds):
-        return {"key": np.zeros(n), "ms": np.zeros(len(bounds) - 1), "count": np.zeros(1)}
+    def init(n, bounds, dtype=np.float64):
+        return {"key": np.zeros(n, dtype), "ms": np.zeros(len(bounds) - 1), "count": np.zeros(1)}
 
     def update(g, u, key, s, bounds):
         K.scale_key(key, s["key"], s["ms"], s["count"], decay, bounds)

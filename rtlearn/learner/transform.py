@@ -29,7 +29,7 @@ from ..kernels.optim import apply_updates
 @dataclass(frozen=True)
 class Transform:
     name: str
-    init: Callable[[int, np.ndarray], dict]
+    init: Callable[[int, np.ndarray, np.dtype], dict]  # (n_params, bounds, dtype)
     update: Callable[[np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray], None]
     key: str | None = None          # state entry that indexes later transforms (else: u itself)
     shared: tuple = ()
@@ -40,7 +40,7 @@ class Transform:
 
 
 class Optimizer:
-    """A chain of transforms applied to flat float64 parameters split into groups."""
+    """A chain of transforms applied to flat parameters (float32 or float64) split into groups."""
 
     def __init__(self, *transforms: Transform):
         self.transforms = transforms
@@ -48,10 +48,11 @@ class Optimizer:
     def __repr__(self) -> str:
         return "chain(" + ", ".join(t.name for t in self.transforms) + ")"
 
-    def init(self, n_params: int, bounds: np.ndarray) -> "OptState":
+    def init(self, n_params: int, bounds: np.ndarray, dtype=np.float64) -> "OptState":
+        """Per-parameter state in `dtype` (the parameters'); per-group rates stay float64."""
         bounds = np.ascontiguousarray(bounds, dtype=np.int64)
-        return OptState([t.init(n_params, bounds) for t in self.transforms], bounds,
-                        np.zeros(n_params))
+        return OptState([t.init(n_params, bounds, dtype) for t in self.transforms], bounds,
+                        np.zeros(n_params, dtype))
 
     def step(self, theta: np.ndarray, grad: np.ndarray, state: "OptState") -> np.ndarray:
         """theta <- theta - chain(grad); returns the applied update (a view of a state buffer)."""
@@ -104,7 +105,7 @@ class Optimizer:
 
     def transfer(self, state: "OptState", arrays: dict) -> None:
         """Start a new task with the carried part of another run's shared state (section 6)."""
-        fresh = self.init(len(state.u), state.bounds)
+        fresh = self.init(len(state.u), state.bounds, state.u.dtype)
         for i, (t, s) in enumerate(zip(self.transforms, state.states)):
             for name in t.shared:
                 s[name][...] = fresh.states[i][name]

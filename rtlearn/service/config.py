@@ -15,12 +15,20 @@ from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
 from rtlearn.service.realtime import cpu_plan
 
 
+# The daemon's defaults where they differ from LearnerConfig's (the library's, which the
+# experiments and reference tests use). float32: the same learning on the lift within
+# rounding, a step ~1.3x faster and half the state (docs/performance.md, "float32").
+SERVICE_LEARNER_DEFAULTS = {"dtype": "float32"}
+
+
 def _learner_default(key: str):
     from dataclasses import asdict
 
     from rtlearn.learner import LearnerConfig
     from rtlearn.learner.issgpr import ISSGPRConfig
 
+    if key in SERVICE_LEARNER_DEFAULTS:
+        return SERVICE_LEARNER_DEFAULTS[key]
     if key == "kind":
         return "mlp"
     if key == "issgpr":
@@ -58,6 +66,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "normalize": "none, input or both: running standardisation of inputs / targets",
         "grad_clip": "gradient clip",
         "seed": "weight initialisation seed",
+        "dtype": "float32 or float64: weights, gradients, optimizer and memory state "
+                 "(docs/performance.md, \"Learning step\"); kind = mlp only",
         "memory": "table of rtlearn.learner.MemoryConfig fields (n_centres, beta, meta, key, "
                   "rate_min, rate_max, ...; docs/algorithm.md); lr0 is [learner] lr",
         "issgpr": "table of rtlearn.learner.issgpr.ISSGPRConfig fields: n_features (D, even), "
@@ -122,7 +132,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
     "realtime": {
         "learning_cpus": ([-1], "CPUs of the learning process, as indices into the CPUs the "
                           "daemon may use (negative: from the end); [] = no pinning. With "
-                          "fewer than 2 CPUs nothing is pinned"),
+                          "fewer than 2 CPUs nothing is pinned. With several, the MLP's "
+                          "joints are learned on one thread per CPU (bitwise the same)"),
         "serving_cpus": ([], "CPUs of the serving process (same indexing); [] = all the others. "
                          "Run the controller there too"),
         "priority": (0, "SCHED_FIFO priority (1-99) of the socket thread; 0 = normal "

@@ -73,19 +73,22 @@ class Arena:
         c = learner.config
         n_in, n_out, b = c.n_inputs, c.n_joints, batch_size
         copy = learner.model_copy()
-        model = {f"model.{f.name}": (getattr(copy, f.name).shape, np.float64)
-                 for f in fields(copy)}
+        model = {f"model.{f.name}": (getattr(copy, f.name).shape, getattr(copy, f.name).dtype)
+                 for f in fields(copy)}  # the weights may be float32 (LearnerConfig.dtype)
         shapes = {"header": ((2,), np.int64), **model,
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
                   "P": ((slots, b, n_out), np.float64), "T": ((slots, b, 2), np.float64),
                   "S": ((slots, b, 2), np.int64), "latency": ((RING,), np.float64)}
-        size = sum(int(np.prod(s)) * 8 for s, _ in shapes.values())
-        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        # every block a multiple of 8 bytes, so every view stays aligned
+        nbytes = {k: -(-int(np.prod(s)) * np.dtype(t).itemsize // 8) * 8
+                  for k, (s, t) in shapes.items()}
+        # MAP_SHARED | MAP_ANONYMOUS: shared across fork
+        self._map = mmap.mmap(-1, sum(nbytes.values()))
         views, offset = {}, 0
         for name, (shape, dtype) in shapes.items():
             n = int(np.prod(shape))
             views[name] = np.frombuffer(self._map, dtype, n, offset).reshape(shape)
-            offset += n * 8
+            offset += nbytes[name]
         self.header = views["header"]
         self.model = type(copy)(*(views[k] for k in model))
         self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
@@ -397,6 +400,8 @@ class LearningProcess(BatchLearning):
     def _replace(self, learner: Learner, bank: ContextBank, why: str) -> None:
         if self.telemetry.active:
             self.telemetry.switched(self.bank.current, bank.current, why, "command")
+        kind_of(self.learner).set_threads(self.learner, 1)  # its worker threads end with it
+        kind_of(learner).set_threads(learner, self.threads)
         super()._replace(learner, bank, why)
 
     def kill(self) -> None:
@@ -425,6 +430,10 @@ class LearningProcess(BatchLearning):
         realtime.pin_to(self.cpus)
         if not self.cpus:  # sharing CPUs with the per-packet path: yield to it at once
             realtime.lowest_priority()
+        # one thread per learning CPU, the joints split between them (threads started here:
+        # a fork keeps only the forking thread)
+        self.threads = len(self.cpus) if self.cpus else 1
+        kind_of(self.learner).set_threads(self.learner, self.threads)
         self.conn = conn
         self._send_lock = threading.Lock()  # the main loop and the snapshot writer reply
         self._writer = _SnapshotWriter(self.stats, self._reply)

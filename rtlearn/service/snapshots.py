@@ -168,9 +168,11 @@ def read_model(path, robot_name: str) -> tuple[dict, dict]:
 
 
 def restore(meta: dict, arrays: dict, learner, bank) -> None:
-    """Load a snapshot read by `read` into an idle learner built with the same config."""
-    if learner_config(meta) != learner.config:
-        theirs, ours = learner_config(meta).to_dict(), learner.config.to_dict()
+    """Load a snapshot read by `read` into an idle learner built with the same config (for
+    the mlp kind, up to the dtype: a float64 snapshot resumes in float32 and back, rounded)."""
+    saved = learner_config(meta)
+    if not kind_of(learner).resumes(saved, learner.config):
+        theirs, ours = saved.to_dict(), learner.config.to_dict()
         diffs = "; ".join(f"{key}: {a!r} in the snapshot, {b!r} here"
                           for key, a, b in _differences(theirs, ours))
         raise StateFileError(f"snapshot was made with another learner configuration (kind "

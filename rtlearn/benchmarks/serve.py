@@ -10,7 +10,7 @@ see the same moments of the VM's load; then
   3. replay: the same daemon fed as fast as it takes packets (`replay_samples` of them);
      samples/s counts samples *learned*, from the first send to the last learning step.
 
-Run as a module (`python -m rtlearn.service.bench echo STATE PRED`) it is the echo server.
+Run as a module (`python -m rtlearn.benchmarks.serve echo STATE PRED`) it is the echo server.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def run_serve_bench(seconds: float = 60.0, rate: float = 1000.0, transport: str 
             # the client and the echo on the daemon's serving CPUs, as a controller should be
             with beside_daemon(load_config(None, config)["realtime"]) as cpus:
                 result["client_cpus"] = sorted(cpus or [])
-                echo = subprocess.Popen([sys.executable, "-m", "rtlearn.service.bench", "echo",
+                echo = subprocess.Popen([sys.executable, "-m", "rtlearn.benchmarks.serve", "echo",
                                          eps["state"], eps["prediction"]])
                 try:
                     _measure(daemon, eps, n, rate, block, replay_samples, result, say,
@@ -406,4 +406,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "echo":
         echo_server(sys.argv[2], sys.argv[3])
     else:
-        sys.exit("usage: python -m rtlearn.service.bench echo STATE_ENDPOINT PREDICTION_ENDPOINT")
+        sys.exit("usage: python -m rtlearn.benchmarks.serve echo STATE_ENDPOINT PREDICTION_ENDPOINT")

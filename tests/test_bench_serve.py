@@ -1,6 +1,6 @@
 """`rtlearn bench serve` end to end, short: a real daemon and a real echo on loopback."""
 
-from rtlearn.service.bench import run_serve_bench, summary
+from rtlearn.benchmarks.serve import run_serve_bench, summary
 
 
 def test_serve_bench_answers_every_packet_and_learns_every_replayed_sample(tmp_path):
@@ -21,7 +21,7 @@ def test_serve_bench_answers_every_packet_and_learns_every_replayed_sample(tmp_p
 
 
 def test_packet_bench_reports_the_compiled_and_python_paths():
-    from rtlearn.service.bench import packet_summary, run_packet_bench
+    from rtlearn.benchmarks.serve import packet_summary, run_packet_bench
 
     r = run_packet_bench({"learner": {"hidden": [16]}}, packets=200, rate=5000.0)
     for key in ("parse_state_us", "read_state_us", "predict_us", "encode_prediction_into_us",
