@@ -34,6 +34,11 @@ import numpy as np
 from numba import njit
 
 from . import JIT
+
+# Every helper is inlined by numba (inline="always"), not linked by LLVM: with fastmath
+# 'reassoc' a helper linked from elsewhere (loaded from numba's cache) is vectorised apart from
+# its caller, and the step's bits then depend on whether this process compiled the kernels
+# (tests/test_kernels_cache.py).
 from .simd import add4, dot4
 
 META_GD = 0
@@ -70,7 +75,7 @@ def _node_of(x, clip, inv_step, j_last):
     return _lo(np.int32((x + clip) * inv_step), np.int32(j_last))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _node_range(x, lo, hi, clip, inv_step, j_last):
     """Nodes first_j .. last_j + 1 hold every interval the keys x[lo:hi] fall in (only those
     are tabulated or collected: keys crowd a few spacings around zero). Used only when the
@@ -85,7 +90,7 @@ def _node_range(x, lo, hi, clip, inv_step, j_last):
     return int(j_min), int(j_max) + 1
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _tabulate(wpad, tphi, per_cell, j_lo, j_hi, tab):
     """Eq. M2 at nodes j_lo..j_hi: tab[2 j] = eta(x_j) = sum_n phi[n, j] w[c(j) + n], tab[2 j + 1]
     = step * eta'(x_j) likewise, c(j) = j // G the node's cell, w zero-padded (wpad[c + n] is
@@ -123,7 +128,7 @@ def _hermite(x, clip, inv_step, j_last, one, t, js, hw):
     hw[3, t] = -f * f * g
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, one, tab, w_lo, w_hi, js,
                    hw, out):
     """Eq. M2 for coordinates lo..hi-1 (u <- eta(key) u); returns the sum of the rates.
@@ -149,7 +154,7 @@ def _predict_group(key, u, key_prev, lo, hi, clip, inv_step, j_last, one, tab, w
     return eta_sum
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, hw):
     """Eq. M3 signals s = clip(x x_prev, -1, 1) deposited at x_prev's interval: acc[bank]
     gets s (h00, h10) at node j and s (h01, h11) at node j + 1.
@@ -190,7 +195,7 @@ def _deposit_group(key, key_prev, lo, hi, clip, inv_step, j_last, one, acc, js, 
     return int(p_min) // 2, int(p_max) // 2 + 1, int(x_min), int(x_max) + 1
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _collect(acc, j_lo, j_hi, tpsi, per_cell, dpad):
     """Eq. M4 from the deposits: dpad[c(j) + n] += v_j psi[n, j] + d_j dpsi[n, j] over nodes
     j_lo..j_hi, (v, d) the deposits summed over the banks (which are cleared); tpsi
@@ -216,7 +221,7 @@ def _collect(acc, j_lo, j_hi, tpsi, per_cell, dpad):
     total[:] = 0.0
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _kernel_row(p, a, q, row):
     """Eq. M1 at every centre: row[k] = psi_k = exp(-a (p - k)^2 / 2), p the key in centre
     spacings. Out from the nearest centre k0 by psi_{k+-1} = psi_k r, r <- r q (q = exp(-a)):
@@ -250,7 +255,7 @@ def _kernel_row(p, a, q, row):
     return k_lo, k_hi
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _deposit_full(key, key_prev, lo, hi, clip, inv_spacing, a, q, normalized, row, delta):
     """Eqs. M3-M4 over every centre: delta[k] += phi_k(x_prev_i) s_i for coordinates lo..hi-1,
     phi = psi or psi / sum psi, p = (x + C) / spacing (row: scratch of K)."""
@@ -269,7 +274,7 @@ def _deposit_full(key, key_prev, lo, hi, clip, inv_spacing, a, q, normalized, ro
             delta[k] += row[k] * s
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _predict_full(key, u, key_prev, lo, hi, clip, inv_spacing, a, q, w, w_lo, w_hi, row):
     """Eq. M2 over every centre for coordinates lo..hi-1 (u <- eta(key) u); returns the sum
     of the rates (row: scratch of K)."""
