@@ -35,11 +35,12 @@ from numba import njit
 
 from . import JIT
 
+from .simd import add4, dot4
+
 # Every helper is inlined by numba (inline="always"), not linked by LLVM: with fastmath
 # 'reassoc' a helper linked from elsewhere (loaded from numba's cache) is vectorised apart from
 # its caller, and the step's bits then depend on whether this process compiled the kernels
 # (tests/test_kernels_cache.py).
-from .simd import add4, dot4
 
 META_GD = 0
 META_ADAM = 1
