@@ -34,7 +34,6 @@ import numpy as np
 from numba import njit
 
 from . import JIT
-
 from .simd import add4, dot4
 
 # Every helper is inlined by numba (inline="always"), not linked by LLVM: with fastmath
