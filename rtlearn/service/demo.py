@@ -71,6 +71,8 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
         # onto its serving CPUs
         with DaemonProcess(work, config, transport=transport) as daemon, \
                 beside_daemon(load_config(None, config)["realtime"]):
+            print(f"watch it live in another terminal: rtlearn top --endpoint "
+                  f"{daemon.telemetry_endpoint}", file=out)
             poller = StatusPoller(daemon)
             poller.start()
             client = RobotClient([daemon.endpoints["state"]], daemon.endpoints["prediction"],
