@@ -201,6 +201,7 @@ def test_demo_stops_cleanly_and_removes_its_temporary_folder(tmp_path, sig):
                             env=dict(os.environ, TMPDIR=str(tmp)))
     try:
         assert demo.stdout.readline().startswith("rtlearn demo:")
+        assert demo.stdout.readline().startswith("watch it live")
         assert demo.stdout.readline().startswith("t ")  # streaming: the daemon is up
         assert list(tmp.glob("rtlearn-demo-*"))
         if sig == signal.SIGINT:

@@ -128,7 +128,9 @@ def run_stream(source, args, meta: dict, prog: str = "sim", window: int | None =
         source.close()
         print(f"rtlearn {prog}: {problem[1]}", file=sys.stderr)
         return problem[0]
-    window = window if client is not None and client.prediction_endpoint else None
+    # paced by the daemon only when one answered (--no-daemon-ok sends into the void)
+    window = (window if client is not None and client.ready and client.prediction_endpoint
+              else None)
     lateness = []
     count = 0
     code = 0

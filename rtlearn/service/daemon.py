@@ -509,9 +509,9 @@ class Daemon:
             meta, ids = arena.T[self._slot, i], arena.S[self._slot, i]
             meta[0], meta[1], ids[0], ids[1] = t, arrival, seq, valid
         size = K.encode_prediction_into(self._out, seq, t, pred, self._ctx_bytes, valid)
+        self.stats.predicted += 1  # before the send: a client that has it sees it counted
         self.pub.send(self._out[:size] if size > 0 else
                       encode_prediction(seq, t, pred.tolist(), self.context, valid), zmq.NOBLOCK)
-        self.stats.predicted += 1
         self.stats.latency.add(time.perf_counter() - arrival)
         self._fill = i + 1
         if self._fill == arena.X.shape[1]:
