@@ -82,7 +82,7 @@ def test_daemon_exits_when_the_learning_process_dies(tmp_path):
     with DaemonProcess(tmp_path, {"learner": {"hidden": [8]}}) as d:
         (child,) = children(d.proc.pid)
         os.kill(child, signal.SIGKILL)
-        assert d.proc.wait(30) == 3
+        assert d.proc.wait(30) == 3, d.log_tail()
         assert "learning process ended unexpectedly" in d.log_tail()
 
 

@@ -242,8 +242,15 @@ class Daemon:
 
     # -- the learning process's pipe ---------------------------------------------------------
     def _send(self, msg: tuple) -> None:
+        """A message to the learning process; its death shows here first when the pipe is
+        written (the counters every telemetry period) before it is read."""
         with self._send_lock:
-            self.learning.conn.send(msg)
+            try:
+                self.learning.conn.send(msg)
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        self._learning_lost()
 
     def call(self, name: str, args: dict | None = None, on_reply=None, epoch: bool = False) -> Job:
         """Queue a job for the learning process (after everything sent before it). With
