@@ -2,19 +2,25 @@
 back substitution for the weights, one-sample prediction (docs/algorithm.md, "I-SSGPR").
 
 Layout: `P` (D/2, n) and `c` (D/2) fold the input standardisation, the length scales and the
-random frequencies into one affine map, u = P x - c (eq. G1); `Rz` (D, D + J) is the
-Cholesky factor R (upper triangular, R^T R = A, eq. G2, shared by all outputs) with
-z = R^-T b_j of every output appended as J more columns, so that one rotation updates both
-(QR-RLS); `W` (J, D) the weights. Explicit loops: np.dot / @ need scipy in nopython mode.
+random frequencies into one affine map, u = P x - c (eq. G1); `Rp` holds the Cholesky factor
+R (upper triangular, R^T R = A, eq. G2, shared by all outputs) with z = R^-T b_j of every
+output appended as J more columns, so that one rotation updates both (QR-RLS), packed by
+rows: row k is [R_kk .. R_k,D-1, z_k,0 .. z_k,J-1], L - k numbers (L = D + J) from offset
+k L - k (k - 1) / 2 (`row_offset`); `W` (J, D) the weights. Explicit loops: np.dot / @ need
+scipy in nopython mode.
 """
 
 import math
 
+import numpy as np
 from numba import njit
 
 from . import JIT
 
-CHUNK = 16  # samples per pass over Rz (each pass reads and writes the whole factor once)
+CHUNK = 16  # samples per pass over Rp (each pass reads and writes the whole factor once)
+TILE = 4    # rows of R rotated together: each vector element is loaded once per 4 rows
+PAD = 3     # zero vectors that fill the last group of 4 (identity rotations)
+RESCALE = 2.0 ** 64  # a vector's squared scale above this is folded back into its values
 
 
 @njit(**JIT)
@@ -32,6 +38,11 @@ def features(P, c, scale, x, phi):
 
 
 @njit(**JIT)
+def row_offset(k, L):
+    return k * L - k * (k - 1) // 2
+
+
+@njit(**JIT)
 def rotate(r, v, cs, sn):
     """One Givens rotation of two row segments in place. A kernel of its own, called on
     slices: on rows of one 2-D array LLVM could not prove them apart and did not vectorise
@@ -44,6 +55,12 @@ def rotate(r, v, cs, sn):
 
 
 @njit(**JIT)
+def scale_row(r, s):
+    for j in range(r.shape[0]):
+        r[j] *= s
+
+
+@njit(**JIT)
 def dot(a, b):
     s = 0.0
     for k in range(a.shape[0]):
@@ -52,46 +69,259 @@ def dot(a, b):
 
 
 @njit(**JIT)
-def chol_update(Rz, V, nv, sqrt_scale):
-    """Eq. G3 for a block of rows: Rz' with Rz'^T Rz' = s^2 Rz^T Rz + sum_b v_b v_b^T over
-    the first nv rows v_b of V (overwritten), s = sqrt_scale, one pass over Rz: each row is
-    scaled by s as it is reached, then rotated against every v_b in turn (Givens, the
-    diagonal kept > 0). A v_b that is zero at a row's diagonal is zero up to it (it has not
-    been rotated in yet): the rotation is the identity and is skipped, so the prior's
-    one-coordinate vectors of eq. G3' cost only the rows from their coordinate on."""
-    D = Rz.shape[0]
-    L = Rz.shape[1]
-    for k in range(D):
-        rk = Rz[k]
-        if sqrt_scale != 1.0:
-            for j in range(k, L):
-                rk[j] *= sqrt_scale
-        for b in range(nv):
-            vb = V[b]
-            x = vb[k]
-            if x == 0.0:
-                continue
-            d = rk[k]
-            r = math.sqrt(d * d + x * x)
-            cs = d / r
-            sn = x / r
-            rk[k] = r
-            rotate(rk[k + 1:], vb[k + 1:], cs, sn)
+def givens_row(row, V, nv, k, sqrt_scale):
+    """Eq. G3 for row k alone (`row` = its L - k numbers from the diagonal), standard Givens:
+    the row scaled by s, then rotated against every v_b of V[:nv] with v_b[k] != 0 in turn
+    (the diagonal kept > 0); a v_b that is zero at the diagonal has not been rotated in yet
+    (eq. G3'): the identity, skipped."""
+    L = V.shape[1]
+    if sqrt_scale != 1.0:
+        scale_row(row, sqrt_scale)
+    for b in range(nv):
+        vb = V[b]
+        x = vb[k]
+        if x == 0.0:
+            continue
+        d = row[0]
+        r = math.sqrt(d * d + x * x)
+        row[0] = r
+        rotate(row[1:], vb[k + 1:L], d / r, x / r)
 
 
 @njit(**JIT)
-def solve_weights(Rz, W):
-    """Eq. G4: R w_j = z_j (back substitution, the z_j are Rz's last J columns), all outputs
-    per row of R."""
-    D = Rz.shape[0]
+def rotate_tile(r0, r1, r2, r3, v0, v1, v2, v3, C, g, m0, m1, m2, m3):
+    """Fast (square-root-free) Givens rotations of 4 rows of R against 4 vectors, in the
+    order of the row-by-row sweep (row i against v_a uses v_a after rows < i): per rotation
+    t += a u, u += b t, 2 multiply-adds instead of 4 multiplies (C[g + a, 2 i : 2 i + 2] =
+    a, b of row i, vector a); each v element is loaded and stored once for all 4 rows. The
+    rows are multiplied by m_i as they are stored (their scale after the last group)."""
+    for j in range(r0.shape[0]):
+        t0 = r0[j]
+        t1 = r1[j]
+        t2 = r2[j]
+        t3 = r3[j]
+        u = v0[j]
+        t0 += C[g, 0] * u
+        u += C[g, 1] * t0
+        t1 += C[g, 2] * u
+        u += C[g, 3] * t1
+        t2 += C[g, 4] * u
+        u += C[g, 5] * t2
+        t3 += C[g, 6] * u
+        v0[j] = u + C[g, 7] * t3
+        u = v1[j]
+        t0 += C[g + 1, 0] * u
+        u += C[g + 1, 1] * t0
+        t1 += C[g + 1, 2] * u
+        u += C[g + 1, 3] * t1
+        t2 += C[g + 1, 4] * u
+        u += C[g + 1, 5] * t2
+        t3 += C[g + 1, 6] * u
+        v1[j] = u + C[g + 1, 7] * t3
+        u = v2[j]
+        t0 += C[g + 2, 0] * u
+        u += C[g + 2, 1] * t0
+        t1 += C[g + 2, 2] * u
+        u += C[g + 2, 3] * t1
+        t2 += C[g + 2, 4] * u
+        u += C[g + 2, 5] * t2
+        t3 += C[g + 2, 6] * u
+        v2[j] = u + C[g + 2, 7] * t3
+        u = v3[j]
+        t0 += C[g + 3, 0] * u
+        u += C[g + 3, 1] * t0
+        t1 += C[g + 3, 2] * u
+        u += C[g + 3, 3] * t1
+        t2 += C[g + 3, 4] * u
+        u += C[g + 3, 5] * t2
+        t3 += C[g + 3, 6] * u
+        v3[j] = u + C[g + 3, 7] * t3
+        r0[j] = t0 * m0
+        r1[j] = t1 * m1
+        r2[j] = t2 * m2
+        r3[j] = t3 * m3
+
+
+@njit(**JIT)
+def tile_rotations(T, E2t, na, sqrt_scale, C, M):
+    """The fast Givens parameters of a tile of 4 rows, worked out on its 4 x 4 triangle T[:, :4]
+    (R[k+i, k+c], true values) and the vectors' columns T[c, 4 + a] = v_a[k + c] (stored
+    values, true value e_a v, E2t[a] = e_a^2). Row i starts as s R (scale d = s); rotating
+    in v_a (x = e_a v[k+i]) with cos = r_prev / r, sin = x / r keeps t = R / d and
+    u = v / e with d <- cos d, e <- e / cos: t += a u, u += b t with a = e^2 v / (d0 alpha0),
+    b = -v d0 alpha0 / S (alpha0 = s R_ii, S = the running squared diagonal, d0 alpha0 / r =
+    the row's scale after the rotation): no square root but one per row, no division chain
+    from one rotation to the next. Fills C[a, 2i : 2i + 2], M[i] (the row's final scale),
+    E2t (the vectors' scales after the tile), T (the rotated triangle and columns, rows
+    still to be multiplied by M); False if a rotation would need cos < sin (the other type
+    of fast rotation; the caller does the tile with standard rotations)."""
+    for i in range(TILE):
+        diag = T[i, i]
+        da = sqrt_scale * sqrt_scale * diag
+        S = (sqrt_scale * diag) * (sqrt_scale * diag)
+        if not S > 0.0:
+            return False
+        for a in range(na):
+            u = T[i, TILE + a]
+            e2 = E2t[a]
+            x2 = e2 * u * u
+            if x2 > S:
+                return False
+            Sn = S + x2
+            C[a, 2 * i] = e2 * u / da
+            C[a, 2 * i + 1] = -u * da / Sn
+            E2t[a] = e2 * Sn / S
+            S = Sn
+        r = math.sqrt(S)
+        M[i] = da / r
+        T[i, i] = r
+        for c in range(i + 1, TILE):
+            t = T[i, c]
+            for a in range(na):
+                u = T[c, TILE + a]
+                t += C[a, 2 * i] * u
+                T[c, TILE + a] = u + C[a, 2 * i + 1] * t
+            T[i, c] = t
+    return True
+
+
+@njit(**JIT)
+def vector(V, Z, b, lo, hi):
+    """v_b's columns lo:hi, or a zero padding vector for b < 0."""
+    if b < 0:
+        return Z[-1 - b, lo:hi]
+    return V[b, lo:hi]
+
+
+@njit(**JIT)
+def fold_scales(V, E2, nv, k):
+    """v_b <- e_b v_b from column k on, e_b = 1: the stored vectors become true values."""
+    L = V.shape[1]
+    for b in range(nv):
+        if E2[b] != 1.0:
+            scale_row(V[b, k:L], math.sqrt(E2[b]))
+            E2[b] = 1.0
+
+
+@njit(**JIT)
+def fast_tile(Rp, o, k, V, nv, sqrt_scale, ws):
+    """Rows k .. k+3 (row k at offset o) against the active vectors by fast Givens; False
+    (nothing changed) if a rotation needs the other type."""
+    E2, C, act, T, M, Z, E2t = ws
+    L = V.shape[1]
+    n = L - k
+    na = 0
+    for b in range(nv):
+        if V[b, k] != 0.0 or V[b, k + 1] != 0.0 or V[b, k + 2] != 0.0 or V[b, k + 3] != 0.0:
+            act[na] = b
+            E2t[na] = E2[b]
+            for c in range(TILE):
+                T[c, TILE + na] = V[b, k + c]
+            na += 1
+    o1 = o + n
+    o2 = o1 + n - 1
+    o3 = o2 + n - 2
+    r0 = Rp[o:o + n]
+    r1 = Rp[o1:o1 + n - 1]
+    r2 = Rp[o2:o2 + n - 2]
+    r3 = Rp[o3:o3 + n - 3]
+    for c in range(TILE):
+        T[0, c] = r0[c]
+    for c in range(1, TILE):
+        T[1, c] = r1[c - 1]
+    for c in range(2, TILE):
+        T[2, c] = r2[c - 2]
+    T[3, 3] = r3[0]
+    if not tile_rotations(T, E2t, na, sqrt_scale, C, M):
+        return False
+    for c in range(TILE):
+        r0[c] = T[0, c] * M[0] if c > 0 else T[0, 0]
+    for c in range(1, TILE):
+        r1[c - 1] = T[1, c] * M[1] if c > 1 else T[1, 1]
+    for c in range(2, TILE):
+        r2[c - 2] = T[2, c] * M[2] if c > 2 else T[2, 2]
+    r3[0] = T[3, 3]
+    for a in range(na):
+        E2[act[a]] = E2t[a]
+    pad = 0
+    while (na + pad) % 4:
+        act[na + pad] = -1 - pad
+        for c in range(2 * TILE):
+            C[na + pad, c] = 0.0
+        pad += 1
+    if na == 0:
+        scale_row(r0[TILE:], M[0])
+        scale_row(r1[TILE - 1:], M[1])
+        scale_row(r2[TILE - 2:], M[2])
+        scale_row(r3[TILE - 3:], M[3])
+    for g in range(0, na + pad, 4):
+        last = g + 4 >= na + pad
+        lo = k + TILE
+        rotate_tile(r0[TILE:], r1[TILE - 1:], r2[TILE - 2:], r3[TILE - 3:],
+                    vector(V, Z, act[g], lo, L), vector(V, Z, act[g + 1], lo, L),
+                    vector(V, Z, act[g + 2], lo, L), vector(V, Z, act[g + 3], lo, L), C, g,
+                    M[0] if last else 1.0, M[1] if last else 1.0,
+                    M[2] if last else 1.0, M[3] if last else 1.0)
+    for a in range(na):
+        b = act[a]
+        if E2[b] > RESCALE:
+            scale_row(V[b, k + TILE:L], math.sqrt(E2[b]))
+            E2[b] = 1.0
+    return True
+
+
+@njit(**JIT)
+def chol_update(Rp, D, V, nv, sqrt_scale, ws):
+    """Eq. G3 in one pass over Rp: R'^T R' = s^2 R^T R + sum_b v_b v_b^T over the first nv rows
+    v_b of V (overwritten; z rotated along), s = sqrt_scale. Rows 4 at a time by fast Givens
+    (`tile_rotations`, `rotate_tile`): the vectors carry a scale each (E2, e^2) and a row's
+    scale is applied as it is stored; a tile that would need the other type of fast
+    rotation (cos < sin), and the last D mod 4 rows, take standard Givens (`givens_row`)
+    after the scales are folded into the vectors. The same R' and z' as the standard sweep
+    up to rounding. A v_b zero at a tile's 4 diagonal columns has not been rotated in yet
+    (eq. G3'): left out of the tile. ws: `workspace(nv, D + J)`."""
+    E2, Z = ws[0], ws[5]
+    L = V.shape[1]
+    for b in range(nv):
+        E2[b] = 1.0
+    for p in range(PAD):
+        for j in range(L):
+            Z[p, j] = 0.0
+    k = 0
+    o = 0
+    while k < D:
+        if k + TILE > D or not fast_tile(Rp, o, k, V, nv, sqrt_scale, ws):
+            fold_scales(V, E2, nv, k)
+            for i in range(min(TILE, D - k)):
+                givens_row(Rp[o:o + L - k], V, nv, k, sqrt_scale)
+                o += L - k
+                k += 1
+        else:
+            o += TILE * (L - k) - TILE * (TILE - 1) // 2
+            k += TILE
+
+
+def workspace(n_vectors: int, L: int):
+    """chol_update's scratch arrays for up to n_vectors vectors of length L."""
+    m = n_vectors + PAD
+    return (np.ones(m), np.zeros((m, 2 * TILE)), np.zeros(m, dtype=np.int64),
+            np.zeros((TILE, TILE + m)), np.zeros(TILE), np.zeros((PAD, L)), np.ones(m))
+
+
+@njit(**JIT)
+def solve_weights(Rp, W):
+    """Eq. G4: R w_j = z_j (back substitution, the z_j at the end of each packed row), all
+    outputs per row of R."""
     J = W.shape[0]
+    D = W.shape[1]
+    L = D + J
     for i in range(D - 1, -1, -1):
-        ri = Rz[i]
-        r = ri[i + 1:D]
-        inv = 1.0 / ri[i]
+        o = row_offset(i, L)
+        r = Rp[o + 1:o + D - i]
+        inv = 1.0 / Rp[o]
         for j in range(J):
             w = W[j]
-            w[i] = (ri[D + j] - dot(r, w[i + 1:])) * inv
+            w[i] = (Rp[o + D - i + j] - dot(r, w[i + 1:])) * inv
 
 
 @njit(**JIT)
@@ -108,17 +338,18 @@ def predict_one(P, c, scale, W, y_mean, x, phi, out):
 
 
 @njit(**JIT)
-def learn(P, c, scale, X, Y, y_mean, Rz, W, forget, rho, t, V, pred, loss):
+def learn(P, c, scale, X, Y, y_mean, Rp, W, forget, rho, t, V, ws, pred, loss):
     """One batch, test then train: loss_j = mean_b (y_bj - yhat_bj)^2 with the weights before
     the batch (eq. G5). Then, CHUNK samples at a time, the same A and b as one sample after
     the other would give: per sample A <- f A + phi phi^T, b_j <- f b_j + phi (y_j - m_j)
     (eq. G2, G3), then A <- A + rho e_k e_k^T, k = t mod D, t += 1 (eq. G3'; t is a 1-element
     array): over a chunk of n samples R is scaled by f^(n/2) and sample i's two vectors by
-    f^((n-1-i)/2). Then W from the new R and z (eq. G4). V: (2 CHUNK, D + J) workspace."""
+    f^((n-1-i)/2). Then W from the new R and z (eq. G4). V: (2 CHUNK, D + J) workspace, ws:
+    `workspace(2 CHUNK, D + J)`."""
     n_b = X.shape[0]
     J = Y.shape[1]
-    D = Rz.shape[0]
-    L = Rz.shape[1]
+    D = W.shape[1]
+    L = V.shape[1]
     for j in range(J):
         loss[j] = 0.0
     for c0 in range(0, n_b, CHUNK):
@@ -140,5 +371,5 @@ def learn(P, c, scale, X, Y, y_mean, Rz, W, forget, rho, t, V, pred, loss):
             if rho > 0.0:
                 inj[(t[0] + i) % D] = w * math.sqrt(rho)
         t[0] += n
-        chol_update(Rz, V, 2 * n, math.sqrt(forget ** n))
-    solve_weights(Rz, W)
+        chol_update(Rp, D, V, 2 * n, math.sqrt(forget ** n), ws)
+    solve_weights(Rp, W)

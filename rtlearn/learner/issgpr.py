@@ -16,7 +16,7 @@ kernel of before; the window keeps filling (up to twice calib[-1] samples) and i
 again, whole, when the new kernel takes effect, at the first learn_many after the fit.
 
 For rtlearn.service (the Learner protocol, rtlearn.learner.api): one payload context is the
-whole model, its kernel included (`network_state`: P, c, hyper, Rz, W, y_mean, t and the
+whole model, its kernel included (`network_state`: P, c, hyper, Rp, W, y_mean, t and the
 residual scale); what every context shares is the calibration (`memory_state`: its stage and
 window), so a snapshot holds it and a resumed learner does not fit again. There is no
 learning rate: `set_lr` and `set_memory_learning` refuse.
@@ -38,7 +38,18 @@ from .robust import ResidualScale
 from .state_io import load_state, save_state
 
 STATE_KIND = "rtlearn-issgpr"
-STATE_VERSION = 2   # 2: z = R^-T b beside R (Rz) instead of b (B); a window of 2 calib[-1]
+STATE_VERSION = 3   # 2: z = R^-T b beside R (Rz) instead of b (B); a window of 2 calib[-1]
+#                     3: [R z] packed by rows (Rp), half the size; 1 and 2 are packed on load
+
+
+def packed_index(D: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of [R z] (D, L) in the packed order of rtlearn.kernels.issgpr."""
+    return np.triu_indices(D, 0, L)
+
+
+def pack(Rz: np.ndarray) -> np.ndarray:
+    """[R z] (D, D + J) -> its packed rows (the upper triangle of R, z whole)."""
+    return np.ascontiguousarray(Rz[packed_index(*Rz.shape)], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -186,10 +197,12 @@ class ISSGPR:
         # Eq. G1: frequencies of the unit Gaussian kernel, drawn once from the seed.
         self.omega = np.random.default_rng(c.seed).standard_normal((m, n))
         self.P, self.c = np.zeros((m, n)), np.zeros(m)
-        # R and z = R^-T b_j side by side: one rotation updates both (QR-RLS, eq. G3)
-        self.Rz = np.zeros((D, D + J))
-        self.R, self.z = self.Rz[:, :D], self.Rz[:, D:]
-        np.fill_diagonal(self.R, 1.0)
+        # R and z = R^-T b_j side by side: one rotation updates both (QR-RLS, eq. G3),
+        # packed by rows: row k from its diagonal on
+        L = D + J
+        self.Rp = np.zeros(D * L - D * (D - 1) // 2)
+        self._diag = np.array([K.row_offset(k, L) for k in range(D)])
+        self.Rp[self._diag] = 1.0
         self.W = np.zeros((J, D))
         self.y_mean = np.zeros(J)
         self.t = np.zeros(1, dtype=np.int64)  # samples learned with this kernel (eq. G3')
@@ -208,6 +221,7 @@ class ISSGPR:
         self.n_steps = self.n_samples = 0
         self._x1, self._y1, self._phi1 = np.zeros(n), np.zeros(J), np.zeros(D)
         self._V, self._pred = np.zeros((2 * K.CHUNK, D + J)), np.zeros(J)
+        self._ws = K.workspace(2 * K.CHUNK, D + J)
         self._loss = np.zeros(J)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -223,13 +237,29 @@ class ISSGPR:
         np.divide(self.omega, ell[None, :], out=self.P)
         np.copyto(self.c, self.P @ x_mean)
         np.copyto(self.y_mean, y_mean)
-        self.Rz[...] = 0.0
-        np.fill_diagonal(self.R, noise / signal)
+        self.Rp[...] = 0.0
+        self.Rp[self._diag] = noise / signal
         self.W[...] = 0.0
         self.t[0] = 0
         n = self.config.n_inputs
         self.hyper[:n], self.hyper[n:2 * n], self.hyper[2 * n:] = x_mean, ell, (signal, noise)
         self.stage = len(self.config.calib)
+
+    def _unpacked(self) -> np.ndarray:
+        D = self.config.n_features
+        Rz = np.zeros((D, D + self.config.n_joints))
+        Rz[packed_index(*Rz.shape)] = self.Rp
+        return Rz
+
+    @property
+    def R(self) -> np.ndarray:
+        """The Cholesky factor R (D, D), R^T R = A (eq. G2): a new array."""
+        return self._unpacked()[:, :self.config.n_features]
+
+    @property
+    def z(self) -> np.ndarray:
+        """z_j = R^-T b_j as columns (D, J): a new array."""
+        return self._unpacked()[:, self.config.n_features:]
 
     @property
     def calibrated(self) -> bool:
@@ -327,9 +357,9 @@ class ISSGPR:
 
     def _learn(self, X, Y) -> np.ndarray:
         f = self.config.forget
-        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rz, self.W, f,
-                (1.0 - f) * self.ridge * self.config.n_features, self.t, self._V, self._pred,
-                self._loss)
+        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rp, self.W, f,
+                (1.0 - f) * self.ridge * self.config.n_features, self.t, self._V, self._ws,
+                self._pred, self._loss)
         return self._loss
 
     def model_copy(self) -> ISSGPRModel:
@@ -339,7 +369,7 @@ class ISSGPR:
         out.assign(self.P, self.c, self.W, self.y_mean)
 
     # -- the Learner protocol of rtlearn.service (rtlearn.learner.api) --------------------
-    CONTEXT = ("P", "c", "hyper", "Rz", "W", "y_mean", "t")
+    CONTEXT = ("P", "c", "hyper", "Rp", "W", "y_mean", "t")
 
     def _context(self) -> dict[str, np.ndarray]:
         d = {k: getattr(self, k) for k in self.CONTEXT}
@@ -356,6 +386,7 @@ class ISSGPR:
         left during it keeps the kernel it was learned with)."""
         if scope not in ("all", "context"):
             raise ValueError(f"unknown scope {scope!r}")
+        d = _packed(d)
         dst = self._context()
         for k, v in dst.items():
             if k not in d:
@@ -415,11 +446,11 @@ class ISSGPR:
 
     def nbytes(self) -> int:
         """Bytes of learner state (the calibration window included)."""
-        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.Rz, self.W,
+        return sum(a.nbytes for a in (self.omega, self.P, self.c, self.Rp, self.W,
                                       self.y_mean, self.hyper, self.calib_X, self.calib_Y))
 
     # -- state ------------------------------------------------------------------------------
-    ARRAYS = ("omega", "P", "c", "Rz", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
+    ARRAYS = ("omega", "P", "c", "Rp", "W", "y_mean", "t", "hyper", "calib_X", "calib_Y")
 
     def save(self, path) -> None:
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
@@ -433,9 +464,10 @@ class ISSGPR:
     def load(cls, path) -> "ISSGPR":
         meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
         learner = cls(ISSGPRConfig.from_dict(meta["config"]))
-        if "Rz" not in arrays:  # version 1 kept b: z = R^-T b
+        if "R" in arrays:  # version 1 kept b: z = R^-T b
             R = arrays["R"]
             arrays["Rz"] = np.hstack([R, np.linalg.solve(R.T, arrays["B"].T)])
+        arrays = _packed(arrays)
         for k in cls.ARRAYS:
             dst = getattr(learner, k)
             if k.startswith("calib_") and len(arrays[k]) <= len(dst):
@@ -449,3 +481,14 @@ class ISSGPR:
         (learner.n_steps, learner.n_samples, learner.calib_fill,
          learner.stage) = (int(v) for v in arrays["counters"])
         return learner
+
+
+def _packed(d: dict) -> dict:
+    """d with a full [R z] (state versions 1 and 2, contexts of daemon snapshots written by
+    them) as Rp."""
+    if "Rz" not in d or "Rp" in d:
+        return d
+    Rz = np.asarray(d["Rz"])
+    if Rz.ndim != 2 or Rz.shape[1] <= Rz.shape[0]:
+        raise ValueError(f"state Rz: shape {Rz.shape}, not [R z] (D, D + J)")
+    return {**{k: v for k, v in d.items() if k != "Rz"}, "Rp": pack(Rz)}
