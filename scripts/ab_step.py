@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def import_commit(rev: str, into: Path):
-    """rtlearn of commit `rev` as the package rtlearn_<rev>."""
+def import_commit(rev: str, into: Path, module: str = "learner"):
+    """rtlearn.<module> of commit `rev`, its package imported as rtlearn_<rev>."""
     name = "rtlearn_" + re.sub(r"\W", "_", rev)
     blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "rtlearn"],
                           capture_output=True, check=True).stdout
@@ -44,7 +44,7 @@ def import_commit(rev: str, into: Path):
         text = path.read_text()
         path.write_text(re.sub(r"\brtlearn(?=[. ])", name, text))
     sys.path.insert(0, str(into))
-    return importlib.import_module(f"{name}.learner")
+    return importlib.import_module(f"{name}.{module}")
 
 
 def main() -> int:

@@ -309,19 +309,82 @@ def workspace(n_vectors: int, L: int):
 
 
 @njit(**JIT)
-def solve_weights(Rp, W):
-    """Eq. G4: R w_j = z_j (back substitution, the z_j at the end of each packed row), all
-    outputs per row of R."""
-    J = W.shape[0]
+def dots_tile(r0, r1, r2, r3, w0, w1, w2, w3, acc, g):
+    """acc[i, g + j] = r_i . w_j for 4 rows and 4 weight vectors: each element loaded once
+    for 4 products, 16 sums in registers."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
+    c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = 0.0
+    for k in range(r0.shape[0]):
+        u0 = w0[k]
+        u1 = w1[k]
+        u2 = w2[k]
+        u3 = w3[k]
+        x = r0[k]
+        a0 += x * u0
+        a1 += x * u1
+        a2 += x * u2
+        a3 += x * u3
+        x = r1[k]
+        b0 += x * u0
+        b1 += x * u1
+        b2 += x * u2
+        b3 += x * u3
+        x = r2[k]
+        c0 += x * u0
+        c1 += x * u1
+        c2 += x * u2
+        c3 += x * u3
+        x = r3[k]
+        d0 += x * u0
+        d1 += x * u1
+        d2 += x * u2
+        d3 += x * u3
+    acc[0, g], acc[0, g + 1], acc[0, g + 2], acc[0, g + 3] = a0, a1, a2, a3
+    acc[1, g], acc[1, g + 1], acc[1, g + 2], acc[1, g + 3] = b0, b1, b2, b3
+    acc[2, g], acc[2, g + 1], acc[2, g + 2], acc[2, g + 3] = c0, c1, c2, c3
+    acc[3, g], acc[3, g + 1], acc[3, g + 2], acc[3, g + 3] = d0, d1, d2, d3
+
+
+@njit(**JIT)
+def solve_weights(Rp, W, acc):
+    """Eq. G4: R w_j = z_j (back substitution, the z_j at the end of each packed row). Rows
+    4 at a time: their products with the weights already found (columns below the tile)
+    in one pass (`dots_tile`), then the tile's own 4 x 4 triangle. W: (J rounded up to 4,
+    D), the rows beyond J zero; acc: (4, W.shape[0]) scratch."""
+    Jp = W.shape[0]
     D = W.shape[1]
-    L = D + J
-    for i in range(D - 1, -1, -1):
-        o = row_offset(i, L)
-        r = Rp[o + 1:o + D - i]
-        inv = 1.0 / Rp[o]
-        for j in range(J):
-            w = W[j]
-            w[i] = (Rp[o + D - i + j] - dot(r, w[i + 1:])) * inv
+    L = (Rp.shape[0] + D * (D - 1) // 2) // D
+    J = L - D
+    top = D
+    while top > 0:
+        lo = max(top - TILE, 0)
+        for i in range(TILE):
+            for j in range(Jp):
+                acc[i, j] = 0.0
+        if top - lo == TILE:
+            n = D - top
+            o0 = row_offset(lo, L) + TILE
+            o1 = row_offset(lo + 1, L) + TILE - 1
+            o2 = row_offset(lo + 2, L) + TILE - 2
+            o3 = row_offset(lo + 3, L) + TILE - 3
+            for g in range(0, Jp, 4):
+                dots_tile(Rp[o0:o0 + n], Rp[o1:o1 + n], Rp[o2:o2 + n], Rp[o3:o3 + n],
+                          W[g, top:], W[g + 1, top:], W[g + 2, top:], W[g + 3, top:], acc, g)
+        else:
+            for i in range(top - lo):
+                o = row_offset(lo + i, L) + top - lo - i
+                for j in range(J):
+                    acc[i, j] = dot(Rp[o:o + D - top], W[j, top:])
+        for row in range(top - 1, lo - 1, -1):
+            i = row - lo
+            o = row_offset(row, L)
+            inv = 1.0 / Rp[o]
+            for j in range(J):
+                s = acc[i, j]
+                for c in range(row + 1, top):
+                    s += Rp[o + c - row] * W[j, c]
+                W[j, row] = (Rp[o + D - row + j] - s) * inv
+        top = lo
 
 
 @njit(**JIT)
@@ -338,18 +401,20 @@ def predict_one(P, c, scale, W, y_mean, x, phi, out):
 
 
 @njit(**JIT)
-def learn(P, c, scale, X, Y, y_mean, Rp, W, forget, rho, t, V, ws, pred, loss):
+def learn(P, c, scale, X, Y, y_mean, Rp, W, forget, rho, t, V, ws, acc, pred, loss):
     """One batch, test then train: loss_j = mean_b (y_bj - yhat_bj)^2 with the weights before
     the batch (eq. G5). Then, CHUNK samples at a time, the same A and b as one sample after
     the other would give: per sample A <- f A + phi phi^T, b_j <- f b_j + phi (y_j - m_j)
     (eq. G2, G3), then A <- A + rho e_k e_k^T, k = t mod D, t += 1 (eq. G3'; t is a 1-element
     array): over a chunk of n samples R is scaled by f^(n/2) and sample i's two vectors by
-    f^((n-1-i)/2). Then W from the new R and z (eq. G4). V: (2 CHUNK, D + J) workspace, ws:
-    `workspace(2 CHUNK, D + J)`."""
+    f^((n-1-i)/2). Then W from the new R and z (eq. G4). W: (J rounded up to 4, D), rows
+    beyond J zero; V: (2 CHUNK, D + J) workspace, ws: `workspace(2 CHUNK, D + J)`, acc: (4,
+    W.shape[0])."""
     n_b = X.shape[0]
     J = Y.shape[1]
     D = W.shape[1]
     L = V.shape[1]
+    Wj = W[:J]
     for j in range(J):
         loss[j] = 0.0
     for c0 in range(0, n_b, CHUNK):
@@ -357,7 +422,7 @@ def learn(P, c, scale, X, Y, y_mean, Rp, W, forget, rho, t, V, ws, pred, loss):
         for i in range(n):
             b = c0 + i
             phi = V[i, :D]
-            predict_one(P, c, scale, W, y_mean, X[b], phi, pred)
+            predict_one(P, c, scale, Wj, y_mean, X[b], phi, pred)
             w = math.sqrt(forget ** (n - 1 - i))
             for k in range(D):
                 phi[k] *= w
@@ -372,4 +437,4 @@ def learn(P, c, scale, X, Y, y_mean, Rp, W, forget, rho, t, V, ws, pred, loss):
                 inj[(t[0] + i) % D] = w * math.sqrt(rho)
         t[0] += n
         chol_update(Rp, D, V, 2 * n, math.sqrt(forget ** n), ws)
-    solve_weights(Rp, W)
+    solve_weights(Rp, W, acc)

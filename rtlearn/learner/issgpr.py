@@ -203,7 +203,9 @@ class ISSGPR:
         self.Rp = np.zeros(D * L - D * (D - 1) // 2)
         self._diag = np.array([K.row_offset(k, L) for k in range(D)])
         self.Rp[self._diag] = 1.0
-        self.W = np.zeros((J, D))
+        # the weights, rows padded to a multiple of 4 for the solve's tiles (eq. G4)
+        self._Wp = np.zeros((-(-J // 4) * 4, D))
+        self.W = self._Wp[:J]
         self.y_mean = np.zeros(J)
         self.t = np.zeros(1, dtype=np.int64)  # samples learned with this kernel (eq. G3')
         # x_mean (n), length_scales (n), [signal, noise]: the kernel in use.
@@ -222,6 +224,7 @@ class ISSGPR:
         self._x1, self._y1, self._phi1 = np.zeros(n), np.zeros(J), np.zeros(D)
         self._V, self._pred = np.zeros((2 * K.CHUNK, D + J)), np.zeros(J)
         self._ws = K.workspace(2 * K.CHUNK, D + J)
+        self._acc = np.zeros((K.TILE, len(self._Wp)))
         self._loss = np.zeros(J)
 
     # -- hyper-parameters -------------------------------------------------------------------
@@ -357,9 +360,9 @@ class ISSGPR:
 
     def _learn(self, X, Y) -> np.ndarray:
         f = self.config.forget
-        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rp, self.W, f,
+        K.learn(self.P, self.c, self.scale, X, Y, self.y_mean, self.Rp, self._Wp, f,
                 (1.0 - f) * self.ridge * self.config.n_features, self.t, self._V, self._ws,
-                self._pred, self._loss)
+                self._acc, self._pred, self._loss)
         return self._loss
 
     def model_copy(self) -> ISSGPRModel:
