@@ -7,9 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from rtlearn.kernels.issgpr import chol_update, workspace
-from rtlearn.learner.issgpr import ISSGPR, ISSGPRConfig, fit_hyperparameters, pack
-from rtlearn.learner.state_io import StateFileError
+from rtlearn.kernels.issgpr import TILE, chol_update, solve_weights, workspace
+from rtlearn.learner.issgpr import (STATE_KIND, ISSGPR, ISSGPRConfig, fit_hyperparameters,
+                                    pack)
+from rtlearn.learner.state_io import StateFileError, save_state
 
 N_IN, N_OUT = 3, 2
 
@@ -69,6 +70,106 @@ def test_blocked_update_matches_numpy_cholesky(forget, n_vectors):
     np.testing.assert_allclose(Rz[:, :12], expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(Rz[:, :12].T @ Rz[:, 12:], forget * R.T @ z + Vx.T @ Vy,
                                rtol=1e-12, atol=1e-12)
+
+
+def _givens_sweep(Rz, V, s):
+    """The standard row-by-row Givens sweep in plain numpy (the reference for the tiled fast
+    update): row k scaled by s, then rotated against every vector nonzero at column k."""
+    Rz, V = Rz.copy(), V.copy()
+    for k in range(Rz.shape[0]):
+        Rz[k, k:] *= s
+        for v in V:
+            if v[k] == 0.0:
+                continue
+            r = np.hypot(Rz[k, k], v[k])
+            c, sn = Rz[k, k] / r, v[k] / r
+            Rz[k, k:], v[k:] = c * Rz[k, k:] + sn * v[k:], c * v[k:] - sn * Rz[k, k:]
+    return Rz
+
+
+def _update(Rz, V, s):
+    """chol_update on the packed form of Rz; the result unpacked."""
+    D, L = Rz.shape
+    Rp = pack(Rz)
+    chol_update(Rp, D, V.copy(), len(V), s, workspace(len(V), L))
+    return unpack(Rp, D, L)
+
+
+def _factor(rng, D, J, ridge=0.5):
+    M = rng.standard_normal((2 * D, D))
+    return np.hstack([np.linalg.cholesky(M.T @ M / D + ridge * np.eye(D)).T,
+                      rng.standard_normal((D, J))])
+
+
+@pytest.mark.parametrize("D", [13, 40])          # 13: three tiles of 4 and one row alone
+@pytest.mark.parametrize("n_dense, n_prior", [(1, 0), (3, 4), (10, 10)])
+@pytest.mark.parametrize("forget", [1.0, 0.97])
+def test_tiled_fast_update_equals_the_standard_givens_sweep(D, n_dense, n_prior, forget):
+    """The fast Givens tiles (4 rows against groups of 4 vectors, zero padding vectors for
+    the last group) give the standard sweep's R and z to rounding, with dense sample vectors
+    and one-coordinate prior vectors (eq. G3') that enter at their coordinate."""
+    rng = np.random.default_rng(D + 7 * n_dense + n_prior)
+    J = 3
+    Rz = _factor(rng, D, J)
+    V = np.zeros((n_dense + n_prior, D + J))
+    V[:n_dense] = 0.3 * rng.standard_normal((n_dense, D + J))
+    for i in range(n_prior):
+        V[n_dense + i, rng.integers(D)] = 0.4
+    s = np.sqrt(forget)
+    got = _update(Rz, V, s)
+    np.testing.assert_allclose(got, _givens_sweep(Rz, V, s), rtol=1e-12, atol=1e-12)
+    Vx, Vy = V[:, :D], V[:, D:]
+    R, z = Rz[:, :D], Rz[:, D:]
+    np.testing.assert_allclose(got[:, :D].T @ got[:, :D], forget * R.T @ R + Vx.T @ Vx,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[:, :D].T @ got[:, D:], forget * R.T @ z + Vx.T @ Vy,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_tiles_where_a_fast_rotation_would_lose_accuracy_take_standard_rotations():
+    """Vectors larger than R's diagonal need rotations with cos < sin, which the one fast
+    form would compute with cancellation: those tiles take the standard sweep. Here the
+    first half of the rows has a tiny diagonal (every tile there falls back), the rest a
+    large one (fast tiles), so both paths and the hand-over between them are exercised."""
+    rng = np.random.default_rng(5)
+    D, J = 24, 2
+    Rz = _factor(rng, D, J)
+    Rz[:12] *= 1e-3
+    V = rng.standard_normal((6, D + J))
+    got = _update(Rz, V, 0.9)
+    np.testing.assert_allclose(got, _givens_sweep(Rz, V, 0.9), rtol=1e-11, atol=1e-12)
+    R = Rz[:, :D]
+    np.testing.assert_allclose(got[:, :D].T @ got[:, :D], 0.81 * R.T @ R + V[:, :D].T @ V[:, :D],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_a_vector_scale_that_grows_large_is_folded_back_into_the_vector():
+    """Each fast rotation divides a vector's scale by cos: with cos^2 = 0.81 on every row
+    (a diagonal R chosen so) the scale passes 2^64 after ~210 rows and is folded into the
+    stored values; the result still equals the standard sweep (relative to each row)."""
+    D, J = 240, 2
+    x = 0.9 ** np.arange(D)                       # the vector's entries as rows rotate it in
+    Rz = np.hstack([np.diag(x * np.sqrt(0.81 / 0.19)),
+                    np.random.default_rng(6).standard_normal((D, J))])
+    V = np.ones((1, D + J))
+    got, ref = _update(Rz, V, 1.0), _givens_sweep(Rz, V, 1.0)
+    scale = np.abs(ref).max(1, keepdims=True)
+    np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.diag(got), x / np.sqrt(0.19), rtol=1e-12)  # sqrt(d^2 + x^2)
+
+
+@pytest.mark.parametrize("D", [13, 64])
+@pytest.mark.parametrize("J", [1, 4, 7])
+def test_back_substitution_solves_r_w_equals_z_for_every_output(D, J):
+    """solve_weights (4 rows per tile, weights padded to a multiple of 4 outputs) against
+    numpy's solve; the padding rows stay zero."""
+    rng = np.random.default_rng(D + J)
+    Rz = _factor(rng, D, J)
+    Wp = np.zeros((-(-J // 4) * 4, D))
+    solve_weights(pack(Rz), Wp, np.zeros((TILE, len(Wp))))
+    np.testing.assert_allclose(Wp[:J], np.linalg.solve(Rz[:, :D], Rz[:, D:]).T,
+                               rtol=1e-10, atol=1e-12)
+    assert np.all(Wp[J:] == 0.0)
 
 
 @pytest.mark.parametrize("forget", [1.0, 0.99])
@@ -219,6 +320,33 @@ def test_snapshot_round_trip_restores_predictions_and_future_learning(tmp_path, 
                                       learner.learn_many(X[i:i + 10], Y[i:i + 10]))
     np.testing.assert_array_equal(restored.W, learner.W)
     assert restored.n_samples == learner.n_samples == 600
+
+
+def test_a_version_2_snapshot_with_the_full_factor_loads_packed_and_goes_on_identically(
+        tmp_path):
+    """Version 2 stored [R z] whole ("Rz"); it is packed on load, and a context dict of that
+    form (a daemon snapshot written before) is taken by set_network_state."""
+    learner = _fixed(D=16)
+    X, Y = _stream(200)
+    learner.learn_many(X[:100], Y[:100])
+    arrays = {k: getattr(learner, k) for k in ISSGPR.ARRAYS if k != "Rp"}
+    arrays["Rz"] = unpack(learner.Rp, 16, 16 + N_OUT)
+    arrays.update({f"resid.{k}": v for k, v in learner.resid.arrays().items()})
+    arrays["counters"] = np.array([learner.n_steps, learner.n_samples, learner.calib_fill,
+                                   learner.stage], dtype=np.int64)
+    save_state(tmp_path / "v2.npz", STATE_KIND, 2, {"config": learner.config.to_dict()},
+               arrays)
+    restored = ISSGPR.load(tmp_path / "v2.npz")
+    old_context = {k: v for k, v in learner.network_state().items() if k != "Rp"}
+    old_context["Rz"] = arrays["Rz"]
+    twin = _fixed(D=16)
+    twin.set_network_state(old_context)
+    for other in (restored, twin):
+        np.testing.assert_array_equal(other.Rp, learner.Rp)
+    expected = learner.learn_many(X[100:], Y[100:])
+    for other in (restored, twin):
+        np.testing.assert_array_equal(other.learn_many(X[100:], Y[100:]), expected)
+        np.testing.assert_array_equal(other.W, learner.W)
 
 
 def test_a_learner_snapshot_is_not_an_issgpr_snapshot(tmp_path):

@@ -465,7 +465,7 @@ class ISSGPR:
 
     @classmethod
     def load(cls, path) -> "ISSGPR":
-        meta, arrays = load_state(path, STATE_KIND, (1, STATE_VERSION))
+        meta, arrays = load_state(path, STATE_KIND, (1, 2, STATE_VERSION))
         learner = cls(ISSGPRConfig.from_dict(meta["config"]))
         if "R" in arrays:  # version 1 kept b: z = R^-T b
             R = arrays["R"]
