@@ -89,53 +89,31 @@ def givens_row(row, V, nv, k, sqrt_scale):
 
 
 @njit(**JIT)
+def rotate_element(t0, t1, t2, t3, u, C, a):
+    """One element u of vector a through the 4 rows' fast rotations (C[a, 2i : 2i + 2] = a, b
+    of row i): t_i += a u, u += b t_i, row after row."""
+    t0 += C[a, 0] * u
+    u += C[a, 1] * t0
+    t1 += C[a, 2] * u
+    u += C[a, 3] * t1
+    t2 += C[a, 4] * u
+    u += C[a, 5] * t2
+    t3 += C[a, 6] * u
+    return t0, t1, t2, t3, u + C[a, 7] * t3
+
+
+@njit(**JIT)
 def rotate_tile(r0, r1, r2, r3, v0, v1, v2, v3, C, g, m0, m1, m2, m3):
-    """Fast (square-root-free) Givens rotations of 4 rows of R against 4 vectors, in the
-    order of the row-by-row sweep (row i against v_a uses v_a after rows < i): per rotation
-    t += a u, u += b t, 2 multiply-adds instead of 4 multiplies (C[g + a, 2 i : 2 i + 2] =
-    a, b of row i, vector a); each v element is loaded and stored once for all 4 rows. The
-    rows are multiplied by m_i as they are stored (their scale after the last group)."""
+    """Fast (square-root-free) Givens rotations of 4 rows of R against vectors g .. g+3, in
+    the order of the row-by-row sweep (row i against a vector uses it after rows < i): per
+    rotation t += a u, u += b t, 2 multiply-adds instead of 4 multiplies; each vector
+    element is loaded and stored once for all 4 rows. The rows are multiplied by m_i as they
+    are stored (their scale after the last group)."""
     for j in range(r0.shape[0]):
-        t0 = r0[j]
-        t1 = r1[j]
-        t2 = r2[j]
-        t3 = r3[j]
-        u = v0[j]
-        t0 += C[g, 0] * u
-        u += C[g, 1] * t0
-        t1 += C[g, 2] * u
-        u += C[g, 3] * t1
-        t2 += C[g, 4] * u
-        u += C[g, 5] * t2
-        t3 += C[g, 6] * u
-        v0[j] = u + C[g, 7] * t3
-        u = v1[j]
-        t0 += C[g + 1, 0] * u
-        u += C[g + 1, 1] * t0
-        t1 += C[g + 1, 2] * u
-        u += C[g + 1, 3] * t1
-        t2 += C[g + 1, 4] * u
-        u += C[g + 1, 5] * t2
-        t3 += C[g + 1, 6] * u
-        v1[j] = u + C[g + 1, 7] * t3
-        u = v2[j]
-        t0 += C[g + 2, 0] * u
-        u += C[g + 2, 1] * t0
-        t1 += C[g + 2, 2] * u
-        u += C[g + 2, 3] * t1
-        t2 += C[g + 2, 4] * u
-        u += C[g + 2, 5] * t2
-        t3 += C[g + 2, 6] * u
-        v2[j] = u + C[g + 2, 7] * t3
-        u = v3[j]
-        t0 += C[g + 3, 0] * u
-        u += C[g + 3, 1] * t0
-        t1 += C[g + 3, 2] * u
-        u += C[g + 3, 3] * t1
-        t2 += C[g + 3, 4] * u
-        u += C[g + 3, 5] * t2
-        t3 += C[g + 3, 6] * u
-        v3[j] = u + C[g + 3, 7] * t3
+        t0, t1, t2, t3, v0[j] = rotate_element(r0[j], r1[j], r2[j], r3[j], v0[j], C, g)
+        t0, t1, t2, t3, v1[j] = rotate_element(t0, t1, t2, t3, v1[j], C, g + 1)
+        t0, t1, t2, t3, v2[j] = rotate_element(t0, t1, t2, t3, v2[j], C, g + 2)
+        t0, t1, t2, t3, v3[j] = rotate_element(t0, t1, t2, t3, v3[j], C, g + 3)
         r0[j] = t0 * m0
         r1[j] = t1 * m1
         r2[j] = t2 * m2
@@ -309,6 +287,11 @@ def workspace(n_vectors: int, L: int):
 
 
 @njit(**JIT)
+def add_products(s0, s1, s2, s3, x, u0, u1, u2, u3):
+    return s0 + x * u0, s1 + x * u1, s2 + x * u2, s3 + x * u3
+
+
+@njit(**JIT)
 def dots_tile(r0, r1, r2, r3, w0, w1, w2, w3, acc, g):
     """acc[i, g + j] = r_i . w_j for 4 rows and 4 weight vectors: each element loaded once
     for 4 products, 16 sums in registers."""
@@ -319,26 +302,10 @@ def dots_tile(r0, r1, r2, r3, w0, w1, w2, w3, acc, g):
         u1 = w1[k]
         u2 = w2[k]
         u3 = w3[k]
-        x = r0[k]
-        a0 += x * u0
-        a1 += x * u1
-        a2 += x * u2
-        a3 += x * u3
-        x = r1[k]
-        b0 += x * u0
-        b1 += x * u1
-        b2 += x * u2
-        b3 += x * u3
-        x = r2[k]
-        c0 += x * u0
-        c1 += x * u1
-        c2 += x * u2
-        c3 += x * u3
-        x = r3[k]
-        d0 += x * u0
-        d1 += x * u1
-        d2 += x * u2
-        d3 += x * u3
+        a0, a1, a2, a3 = add_products(a0, a1, a2, a3, r0[k], u0, u1, u2, u3)
+        b0, b1, b2, b3 = add_products(b0, b1, b2, b3, r1[k], u0, u1, u2, u3)
+        c0, c1, c2, c3 = add_products(c0, c1, c2, c3, r2[k], u0, u1, u2, u3)
+        d0, d1, d2, d3 = add_products(d0, d1, d2, d3, r3[k], u0, u1, u2, u3)
     acc[0, g], acc[0, g + 1], acc[0, g + 2], acc[0, g + 3] = a0, a1, a2, a3
     acc[1, g], acc[1, g + 1], acc[1, g + 2], acc[1, g + 3] = b0, b1, b2, b3
     acc[2, g], acc[2, g + 1], acc[2, g + 2], acc[2, g + 3] = c0, c1, c2, c3
