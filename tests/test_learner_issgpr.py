@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from rtlearn.kernels.issgpr import TILE, chol_update, solve_weights, workspace
+from rtlearn.kernels.issgpr import LIMIT, TILE, chol_update, features, solve_weights, workspace
 from rtlearn.learner.issgpr import (STATE_KIND, ISSGPR, ISSGPRConfig, fit_hyperparameters,
                                     pack)
 from rtlearn.learner.state_io import StateFileError, save_state
@@ -207,6 +207,26 @@ def test_the_prior_stays_near_lambda_under_forgetting():
     rho_over_lam, fD = (1 - 0.98) * 16, 0.98 ** 16
     assert np.all(q > 0.99 * fD * rho_over_lam / (1 - fD))
     assert np.all(q < 1.01 * rho_over_lam / (1 - fD))
+
+
+@pytest.mark.parametrize("spread", [1.0, 30.0, 0.9 * LIMIT, 2 * LIMIT])
+def test_feature_sines_and_cosines_equal_numpys(spread):
+    """Eq. G1's cos and sin (fdlibm's polynomials after a three-part reduction; the library's
+    beyond LIMIT) against numpy's on the same u = P x - c, across all four quadrants: within
+    one rounding of u's size (u itself is a sum rounded at its magnitude)."""
+    rng = np.random.default_rng(3)
+    m = 256
+    P = np.zeros((m, 1))
+    c = -np.concatenate([np.arange(-8, 8) * np.pi / 4, rng.uniform(-spread, spread, m - 16)])
+    phi = np.zeros(2 * m)
+    features(P, c, 0.5, np.zeros(1), phi)
+    u = -c
+    tol = 0.5 * 4e-16 * np.maximum(np.abs(u), 1.0)
+    assert np.all(np.abs(phi[:m] - 0.5 * np.cos(u)) <= tol)
+    assert np.all(np.abs(phi[m:] - 0.5 * np.sin(u)) <= tol)
+    c[5] = np.nan
+    features(P, c, 0.5, np.zeros(1), phi)
+    assert np.isnan(phi[5]) and np.isnan(phi[m + 5])
 
 
 def test_random_features_approach_the_rbf_kernel_like_one_over_sqrt_d():

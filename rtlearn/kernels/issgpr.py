@@ -23,18 +23,61 @@ PAD = 3     # zero vectors that fill the last group of 4 (identity rotations)
 RESCALE = 2.0 ** 64  # a vector's squared scale above this is folded back into its values
 
 
+# sin and cos on [-pi/4, pi/4]: the minimax polynomials of fdlibm (k_sin.c, k_cos.c), after
+# u = q pi/2 + r with pi/2 in three 33-bit parts (e_rem_pio2.c): q pi/2 is exact for
+# |u| < LIMIT, so r is u's own remainder to rounding. Unlike math.sin / math.cos the loop
+# vectorises (docs/algorithm.md, G1).
+S1, S2, S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
+S4, S5, S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
+C1, C2, C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
+C4, C5, C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
+TWO_OVER_PI = 6.36619772367581382433e-01
+PIO2_1, PIO2_2, PIO2_3 = 1.57079632673412561417e+00, 6.07710050630396597660e-11, 2.02226624871116645580e-21
+LIMIT = 2.0 ** 19
+
+
+# without 'reassoc': the three-part reduction must be evaluated in its order
+@njit(**dict(JIT, fastmath=JIT["fastmath"] - {"reassoc"}))
+def cos_sin(u, c_out, scale):
+    """c_out[k] = scale cos(u[k]), u[k] <- scale sin(u[k]), every |u[k]| < LIMIT."""
+    for k in range(u.shape[0]):
+        v = u[k]
+        q = math.floor(v * TWO_OVER_PI + 0.5)
+        r = ((v - q * PIO2_1) - q * PIO2_2) - q * PIO2_3
+        z = r * r
+        sr = r + r * z * (S1 + z * (S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)))))
+        cr = 1.0 - 0.5 * z + z * z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))))
+        h = 0.5 * q
+        h1 = h + 0.5
+        odd = q - 2.0 * math.floor(h) > 0.5                # q mod 2 = 1
+        neg_s = h - 2.0 * math.floor(0.5 * h) > 0.75        # q mod 4 in {2, 3}
+        neg_c = h1 - 2.0 * math.floor(0.5 * h1) > 0.75      # q mod 4 in {1, 2}
+        sn = cr if odd else sr
+        cs = sr if odd else cr
+        c_out[k] = scale * (-cs if neg_c else cs)
+        u[k] = scale * (-sn if neg_s else sn)
+
+
 @njit(**JIT)
 def features(P, c, scale, x, phi):
     """Eq. G1: phi(x) = scale [cos(u), sin(u)], u = P x - c, scale = 1 / sqrt(D/2)."""
     m = P.shape[0]
     n = P.shape[1]
+    u = phi[m:]
+    big = 0.0
     for k in range(m):
         row = P[k]
-        u = -c[k]
+        s = -c[k]
         for i in range(n):
-            u += row[i] * x[i]
-        phi[k] = scale * math.cos(u)
-        phi[m + k] = scale * math.sin(u)
+            s += row[i] * x[i]
+        u[k] = s
+        big = max(big, abs(s))
+    if big < LIMIT:
+        cos_sin(u, phi[:m], scale)
+        return
+    for k in range(m):  # far outside the data (or not finite): the library's reduction
+        phi[k] = scale * math.cos(u[k])
+        u[k] = scale * math.sin(u[k])
 
 
 @njit(**JIT)
