@@ -32,14 +32,16 @@ S4, S5, S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099
 C1, C2, C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
 C4, C5, C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
 TWO_OVER_PI = 6.36619772367581382433e-01
-PIO2_1, PIO2_2, PIO2_3 = 1.57079632673412561417e+00, 6.07710050630396597660e-11, 2.02226624871116645580e-21
+PIO2_1, PIO2_2 = 1.57079632673412561417e+00, 6.07710050630396597660e-11
+PIO2_3 = 2.02226624871116645580e-21
 LIMIT = 2.0 ** 19
 
 
 # without 'reassoc': the three-part reduction must be evaluated in its order
 @njit(**dict(JIT, fastmath=JIT["fastmath"] - {"reassoc"}))
 def cos_sin(u, c_out, scale):
-    """c_out[k] = scale cos(u[k]), u[k] <- scale sin(u[k]), every |u[k]| < LIMIT."""
+    """Eq. G1's cos and sin: c_out[k] = scale cos(u[k]), u[k] <- scale sin(u[k]), every
+    |u[k]| < LIMIT."""
     for k in range(u.shape[0]):
         v = u[k]
         q = math.floor(v * TWO_OVER_PI + 0.5)
@@ -82,6 +84,7 @@ def features(P, c, scale, x, phi):
 
 @njit(**JIT)
 def row_offset(k, L):
+    """Where row k of [R z] starts in Rp (eq. G2's factor packed by rows)."""
     return k * L - k * (k - 1) // 2
 
 
@@ -133,8 +136,8 @@ def givens_row(row, V, nv, k, sqrt_scale):
 
 @njit(**JIT)
 def rotate_element(t0, t1, t2, t3, u, C, a):
-    """One element u of vector a through the 4 rows' fast rotations (C[a, 2i : 2i + 2] = a, b
-    of row i): t_i += a u, u += b t_i, row after row."""
+    """Eq. G3: one element u of vector a through the 4 rows' fast rotations (C[a, 2i : 2i + 2]
+    = a, b of row i): t_i += a u, u += b t_i, row after row."""
     t0 += C[a, 0] * u
     u += C[a, 1] * t0
     t1 += C[a, 2] * u
@@ -147,7 +150,7 @@ def rotate_element(t0, t1, t2, t3, u, C, a):
 
 @njit(**JIT)
 def rotate_tile(r0, r1, r2, r3, v0, v1, v2, v3, C, g, m0, m1, m2, m3):
-    """Fast (square-root-free) Givens rotations of 4 rows of R against vectors g .. g+3, in
+    """Eq. G3: fast (square-root-free) Givens rotations of 4 rows of R against vectors g .. g+3, in
     the order of the row-by-row sweep (row i against a vector uses it after rows < i): per
     rotation t += a u, u += b t, 2 multiply-adds instead of 4 multiplies; each vector
     element is loaded and stored once for all 4 rows. The rows are multiplied by m_i as they
@@ -165,17 +168,18 @@ def rotate_tile(r0, r1, r2, r3, v0, v1, v2, v3, C, g, m0, m1, m2, m3):
 
 @njit(**JIT)
 def tile_rotations(T, E2t, na, sqrt_scale, C, M):
-    """The fast Givens parameters of a tile of 4 rows, worked out on its 4 x 4 triangle T[:, :4]
-    (R[k+i, k+c], true values) and the vectors' columns T[c, 4 + a] = v_a[k + c] (stored
-    values, true value e_a v, E2t[a] = e_a^2). Row i starts as s R (scale d = s); rotating
-    in v_a (x = e_a v[k+i]) with cos = r_prev / r, sin = x / r keeps t = R / d and
-    u = v / e with d <- cos d, e <- e / cos: t += a u, u += b t with a = e^2 v / (d0 alpha0),
-    b = -v d0 alpha0 / S (alpha0 = s R_ii, S = the running squared diagonal, d0 alpha0 / r =
-    the row's scale after the rotation): no square root but one per row, no division chain
-    from one rotation to the next. Fills C[a, 2i : 2i + 2], M[i] (the row's final scale),
-    E2t (the vectors' scales after the tile), T (the rotated triangle and columns, rows
-    still to be multiplied by M); False if a rotation would need cos < sin (the other type
-    of fast rotation; the caller does the tile with standard rotations)."""
+    """Eq. G3: the fast Givens parameters of a tile of 4 rows, worked out on its 4 x 4
+    triangle T[:, :4] (R[k+i, k+c], true values) and the vectors' columns T[c, 4 + a] =
+    v_a[k + c] (stored values, true value e_a v, E2t[a] = e_a^2). Row i starts as s R
+    (scale d = s); rotating in v_a (x = e_a v[k+i]) with cos = r_prev / r, sin = x / r
+    keeps t = R / d and u = v / e with d <- cos d, e <- e / cos: t += a u, u += b t with a
+    = e^2 v / (d0 alpha0), b = -v d0 alpha0 / S (alpha0 = s R_ii, S = the running squared
+    diagonal, d0 alpha0 / r = the row's scale after the rotation): no square root but one
+    per row, no division chain from one rotation to the next. Fills C[a, 2i : 2i + 2], M[i]
+    (the row's final scale), E2t (the vectors' scales after the tile), T (the rotated
+    triangle and columns, rows still to be multiplied by M); False if a rotation would need
+    cos < sin (the other type of fast rotation; the caller does the tile with standard
+    rotations)."""
     for i in range(TILE):
         diag = T[i, i]
         da = sqrt_scale * sqrt_scale * diag
@@ -226,7 +230,7 @@ def fold_scales(V, E2, nv, k):
 
 @njit(**JIT)
 def fast_tile(Rp, o, k, V, nv, sqrt_scale, ws):
-    """Rows k .. k+3 (row k at offset o) against the active vectors by fast Givens; False
+    """Eq. G3 for rows k .. k+3 (row k at offset o) against the active vectors by fast Givens; False
     (nothing changed) if a rotation needs the other type."""
     E2, C, act, T, M, Z, E2t = ws
     L = V.shape[1]
@@ -336,8 +340,8 @@ def add_products(s0, s1, s2, s3, x, u0, u1, u2, u3):
 
 @njit(**JIT)
 def dots_tile(r0, r1, r2, r3, w0, w1, w2, w3, acc, g):
-    """acc[i, g + j] = r_i . w_j for 4 rows and 4 weight vectors: each element loaded once
-    for 4 products, 16 sums in registers."""
+    """Eq. G4's products: acc[i, g + j] = r_i . w_j for 4 rows and 4 weight vectors: each
+    element loaded once for 4 products, 16 sums in registers."""
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
     c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = 0.0
     for k in range(r0.shape[0]):
