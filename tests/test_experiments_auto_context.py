@@ -44,6 +44,21 @@ def test_detection_and_windows_against_a_plain_count():
     assert w["after_change"] == pytest.approx(np.mean([loss[c // 10:c // 10 + 50].mean()
                                                        for c in trial["changes"]]))
     assert w["steady"] == pytest.approx(loss[10_500:15_000].mean())
+    assert w["first_batch"] == pytest.approx(np.mean([loss[c // 10] for c in trial["changes"]])
+                                             / 50)
+
+
+def test_purity_names_each_context_after_its_most_held_payload():
+    # batches 0-9 none in "default"; 10-19 heavy, switched to "auto-1" at 12 (late);
+    # 20-29 none: back to "default" at 20 (right); 30-39 light: "auto-1" again at 31 (wrong:
+    # auto-1 held heavy in 8 batches, light in 9 -> named light, so that switch is right
+    # and the one at 12 is wrong)
+    truth = ["none"] * 10 + ["heavy"] * 10 + ["none"] * 10 + ["light"] * 10
+    trial = {"truth": truth, "active": [[0, "default"], [12, "auto-1"], [20, "default"],
+                                        [31, "auto-1"]]}
+    p = ac.purity(trial)
+    # default: none 10 + 2 (heavy 10-11) + 10 + 1 (light 30) -> none; auto-1: heavy 8, light 9
+    assert p == {"switches": 3, "right": 2, "batches_right": 20 + 9, "batches": 40}
 
 
 @pytest.mark.slow
@@ -60,6 +75,8 @@ def test_quick_run_on_the_panda_reports_every_summary_key(tmp_path):
         assert all(v > 0 for v in s[key].values())
     assert 0 <= s["missed_changes"] <= 1 and s["false_alarms_per_min"] >= 0
     assert s["robot"].endswith("franka_panda.toml") and s["changes"] == 3
+    assert 0 <= s["switch_purity"] <= 1 and 0 < s["context_purity"] <= 1
+    assert 0 < s["label_free_bound_over_single"] <= 1
 
 
 def test_bad_options_fail_before_any_worker():

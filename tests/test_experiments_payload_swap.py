@@ -35,6 +35,18 @@ def test_windows_against_a_plain_computation():
     assert not ps.diverged({"a": 1.0, "b": None})
 
 
+def test_after_restore_profile_against_a_plain_computation():
+    loss = np.arange(1.0, 1001.0)
+    changes, restores = [100, 300, 600], [300, 600]
+    p = ps.after_restore(loss, changes, restores)
+    assert len(p["slots"]) == 10
+    assert p["slots"][0] == pytest.approx((loss[300:305].mean() + loss[600:605].mean()) / 2)
+    assert p["slots"][9] == pytest.approx((loss[345:350].mean() + loss[645:650].mean()) / 2)
+    # the restore at 300 holds until the change at 600, the one at 600 until the end
+    assert p["segment"] == pytest.approx((loss[300:600].mean() + loss[600:].mean()) / 2)
+    assert ps.after_restore(loss, changes, []) == {"slots": [], "segment": None}
+
+
 @pytest.mark.slow
 def test_quick_run_on_the_panda_with_sines_reports_every_summary_key(tmp_path):
     out = tmp_path / "ps.json"
@@ -47,6 +59,9 @@ def test_quick_run_on_the_panda_with_sines_reports_every_summary_key(tmp_path):
     assert set(s["ratio_metagd_gd"]) == set(ps.WINDOWS)
     for key in ("whole_vs_best_gd", "bank_restore_vs_continue", "diverged"):
         assert key in s
+    for m in ("GD", "MetaGD"):
+        p = s["bank_restore_profile"][m]
+        assert len(p["slots"]) in (0, 10) and all(v > 0 for v in p["slots"])
     assert s["diverged"] == 0 and s["robot"].endswith("franka_panda.toml")
     assert all(v is not None and v > 0 for v in s["ratio_metagd_gd"].values())
 
@@ -84,7 +99,8 @@ def test_issgpr_is_one_run_without_a_rate_and_the_denominator_of_its_ratio():
     trial = {"robot": "kuka_iiwa", "task": "lift", "rates": [1e-3, 3e-4],
              "continue": {"GD 0.001": w(2.0), "GD 0.0003": w(4.0), "MetaGD 0.001": w(1.0),
                           "MetaGD 0.0003": w(3.0), "I-SSGPR": w(0.5)},
-             "bank": {m: {"bank": w(1.0), "continue": w(1.0)} for m in ("GD", "MetaGD")},
+             "bank": {m: {"bank": w(1.0), "continue": w(1.0),
+                           "profile": [{"slots": [], "segment": None}] * 2} for m in ("GD", "MetaGD")},
              "_rates": {"MetaGD 0.001": np.ones((4, 4))}}
     s = ps.summarize([trial])
     assert s["per_rate"]["0.001"]["MetaGD/I-SSGPR"]["whole"] == pytest.approx(2.0)

@@ -43,6 +43,7 @@ CYCLES = {"lift": 20, "sines": 11}    # ~70 s and 66 s
 BATCH = 10
 DEFAULT_RATE = LearnerConfig().lr
 GD_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+PROFILE_BATCHES = 5   # 50 ms slots of the after-restore profile
 # name -> (optimizer, memory). MetaGD: the default memory; MetaGD-paper: the memory as the
 # paper has it (absolute rates and meta step), rtlearn's default before this experiment;
 # MetaGD-scaled: the scale-free variant (MemoryConfig.scaled()).
@@ -168,6 +169,17 @@ def windows(loss: np.ndarray, changes: list[int], after: list[int] | None = None
             "whole": float(loss.mean()), "steady": float(loss[int(0.8 * n):].mean())}
 
 
+def after_restore(loss: np.ndarray, changes: list[int], restores: list[int]) -> dict:
+    """After the restores, mean over them: the loss per PROFILE_BATCHES slot of the first 500
+    ms, and over the whole segment to the next change (does a restore pay while it holds?)."""
+    ends = {c: e for c, e in zip(changes, changes[1:] + [len(loss)])}
+    slots = [[loss[r + k:r + k + PROFILE_BATCHES].mean() for r in restores]
+             for k in range(0, 50, PROFILE_BATCHES)]
+    return {"slots": [float(np.mean(v)) for v in slots] if restores else [],
+            "segment": float(np.mean([loss[r:ends[r]].mean() for r in restores]))
+            if restores else None}
+
+
 def diverged(w: dict) -> bool:
     return any(not (np.isfinite(v) and v < DIVERGED) for v in w.values() if v is not None)
 
@@ -199,7 +211,8 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
         if loss_c is None:
             loss_c, _ = run_continue(X, Y, cfg)
         bank[m] = {"bank": windows(loss_b, changes, restores),
-                   "continue": windows(loss_c, changes, restores)}
+                   "continue": windows(loss_c, changes, restores),
+                   "profile": [after_restore(loss, changes, restores) for loss in (loss_b, loss_c)]}
     return {"seed": seed, "robot": str(robot), "task": task, "rates": list(rates),
             "n_batches": len(X) // BATCH, "changes": changes, "restores": restores,
             "continue": continue_, "bank": bank, "_rates": rate_traces}
@@ -259,6 +272,14 @@ def summarize(trials: list[dict]) -> dict:
         bank[m] = _gmean([math.inf if diverged(b) or diverged(c) else
                           b["after_change_500ms"] / c["after_change_500ms"]
                           for b, c in pairs if b["after_change_500ms"] is not None])[0]
+    profile = {}
+    for m in ("GD", "MetaGD"):
+        ps_ = [t["bank"][m]["profile"] for t in trials if t["bank"][m]["profile"][0]["slots"]]
+        profile[m] = {
+            "slots": [float(np.mean([b["slots"][k] for b, _ in ps_])
+                            / np.mean([c["slots"][k] for _, c in ps_]))
+                      for k in range(len(ps_[0][0]["slots"]))] if ps_ else [],
+            "segment": _gmean([b["segment"] / c["segment"] for b, c in ps_])[0]}
     mean_windows = {k: {w: _gmean([t["continue"][k][w] for t in trials
                                    if not diverged(t["continue"][k])])[0] for w in WINDOWS}
                     for k in keys}
@@ -274,6 +295,7 @@ def summarize(trials: list[dict]) -> dict:
         "best_gd_rate": {f"{r:g}": best_rate.count(r) for r in sorted(set(best_rate))},
         "bank_restore_vs_continue": bank["MetaGD"],
         "bank_restore_vs_continue_gd": bank["GD"],
+        "bank_restore_profile": profile,
         "diverged": n_diverged["MetaGD"],
         "diverged_baselines": {m: n for m, n in n_diverged.items() if m != "MetaGD"},
         "per_rate": per_rate,
@@ -300,6 +322,11 @@ def table(summary: dict) -> str:
     out.append(f"Bank restore / continue, 500 ms after a return to a payload: MetaGD "
                f"{summary['bank_restore_vs_continue']:.3f}, GD "
                f"{summary['bank_restore_vs_continue_gd']:.3f}")
+    for m, p in summary["bank_restore_profile"].items():
+        if p["slots"]:
+            out.append(f"  {m}, bank / continue per 50 ms after a restore (pooled): "
+                       + " ".join(f"{v:.2f}" for v in p["slots"])
+                       + f"; over the segment until the next change: {p['segment']:.3f}")
     if summary["rate_multipliers_end"]:
         out.append("MetaGD rate / base rate per weight matrix at the end: "
                    + ", ".join(f"{x:.2f}" for x in summary["rate_multipliers_end"])
