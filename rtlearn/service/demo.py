@@ -61,7 +61,8 @@ def run_demo(seconds: float = 20.0, transport: str = "tcp", progress: bool = Tru
     ctx: list[str] = [""] * total
     rtt = np.full(total, np.nan)
     sent_at = np.zeros(total)
-    print(f"rtlearn demo: KUKA iiwa lift, payloads {' -> '.join(PAYLOADS)} x {cycles // 3 or 1}"
+    kind = (learner or {}).get("kind", "mlp")
+    print(f"rtlearn demo: {kind} learner, KUKA iiwa lift, payloads {' -> '.join(PAYLOADS)} x {cycles // 3 or 1}"
           f"{'' if cycles % 3 == 0 else ' (partial)'}, {total / 1000:.1f} s at 1 kHz, "
           f"daemon on {transport} loopback, "
           f"{'unlabelled: the daemon finds the swaps' if auto else 'payload labels sent'}",
@@ -153,7 +154,8 @@ def _summarise(tau, pred, ctx, rtt, st) -> dict:
             start = k
     ok = ~np.isnan(rtt)
     r = rtt[ok] * 1e3
-    return {"phases": phases, "packets": len(ctx), "predictions": int(ok.sum()),
+    return {"learner": st["learner"]["kind"], "phases": phases, "packets": len(ctx),
+            "predictions": int(ok.sum()),
             "round_trip_ms": {"p50": float(np.percentile(r, 50)), "p99": float(np.percentile(r, 99)),
                               "max": float(r.max())},
             "daemon": {"latency_ms": st["latency_ms"], "packets": st["packets"],
