@@ -63,7 +63,8 @@ WINSOR = 4.0            # while watching, a batch counts at most this times the 
 WARMUP_BATCHES = 300    # no alarm before the model has settled from its fresh start (3 s)
 HOLDOFF_BATCHES = 100   # no alarm after a switch (1 s): the scale follows the new model
 PENDING_BATCHES = 50    # a requested switch not carried out within this many batches lapses
-RESTORE_SAMPLES = 30    # fewest samples since the onset a restore is scored on (30 ms)
+RESTORE_SAMPLES = 30    # samples since the onset after which a restore is tried (30 ms)
+TRANSIENT = 10          # the first of them, left out of the restore's score (the swap's jolt)
 RECENT = 32             # detections kept for status
 DECISIONS = ("restored", "created", "dismissed")
 AUTO_NAME = re.compile(r"auto-(\d+)$")
@@ -215,7 +216,8 @@ class AutoContexts:
         a = self.alarm
         since = min(self.detector.samples - a["onset"], self.window)
         order = np.r_[self._at:self.window, 0:self._at]
-        rows = order[self.window - since:] if not final else order[self.window // 2:]
+        rows = (order[self.window - since + TRANSIENT:] if not final
+                else order[self.window // 2:])
         Xw, Yw = self._X[rows], self._Y[rows]
         live = float(self._served[rows].mean())   # served: forecasts, as a restore's are
         stored = {name: learner.batch_loss(Xw, Yw, state) for name, state in bank.parked.items()}
