@@ -216,3 +216,37 @@ def test_a_daemon_finds_an_unlabelled_jump_and_reports_it(tmp_path):
             rows = {r["name"]: r for r in d.request("contexts")["contexts"]}
             assert {"default", "auto-1"} <= set(rows) and rows[now]["active"]
             assert rows["default"]["samples"] >= 10_000 and rows["auto-1"]["samples"] > 0
+
+
+class _Scored:
+    """A learner whose stored contexts forecast each sample with the loss written in its
+    first input (what `batch_loss` would measure), for selection alone."""
+
+    def network_state(self):
+        return {}
+
+    def batch_loss(self, X, Y, d=None):
+        return float(np.mean(X[:, 0]))
+
+
+def test_a_restore_is_scored_past_the_swaps_jolt():
+    # After a change every model is far off for the first batch (the jolt); a stored context
+    # that fits the new payload from then on must win even if it met the jolt worse than the
+    # continuing model: served MSE 900 then 9 per sample, the stored model 2000 then 0.1.
+    # Scored on all 30 samples since the onset it would lose (667 against 306).
+    rng = np.random.default_rng(0)
+    auto = AutoContexts(_settings(), 2, 3)
+    bank = ContextBank("a", 8)
+    bank.parked["b"] = {}
+    learner = _Scored()
+    X = np.zeros((10, 3))
+    for i in range(WARMUP_BATCHES + 100):
+        E = rng.normal(scale=0.1, size=(10, 2))
+        assert auto.after_batch(learner, bank, X, np.zeros((10, 2)), E, now=i * 0.01) is None
+    decisions = []
+    for k, (served, stored) in enumerate(((30.0, 2000.0), (3.0, 0.1), (3.0, 0.1))):
+        X[:, 0] = stored
+        decisions.append(auto.after_batch(learner, bank, X, np.zeros((10, 2)),
+                                          np.full((10, 2), served), now=10.0 + k * 0.01))
+    assert auto.counts["alarms"] == 1
+    assert decisions == [None, None, {"decision": "restored", "context": "b"}]

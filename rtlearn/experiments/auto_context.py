@@ -227,11 +227,15 @@ def summarize(trials: list[dict]) -> dict:
     return s
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def table(s: dict) -> str:
     d = s["detection_delay_ms"]
     out = [f"Automatic contexts, {s['robot']} / {s['task']}, {s['trials']} trials, {s['changes']} "
            f"payload changes", "",
-           f"detection delay p50 {d['p50']} ms, p90 {d['p90']} ms; missed "
+           f"detection delay p50 {_ms(d['p50'])} ms, p90 {_ms(d['p90'])} ms; missed "
            f"{100 * s['missed_changes']:.1f} %",
            f"false alarms per minute: {s['false_alarms_per_min']:.2f} away from changes "
            f"({s['false_switches_per_min']:.2f} that switched), "

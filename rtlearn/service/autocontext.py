@@ -34,8 +34,10 @@ Selection (`AutoContexts`). Predictions keep coming from the current model, whic
 learning (no batch waits). A stored context's part (output layers, target normaliser) is
 scored on the live hidden layers (`OnlineLearner.batch_loss`) against the predictions the
 current model actually served on the same samples:
-  * at the alarm, on the samples since the onset: a stored context below `margin` times
-    the served error is restored at once. The continuing model adapts to a new payload
+  * at the alarm (30 samples after the onset at the earliest), on the samples since the
+    onset but the first TRANSIENT: a stored context below `margin` times the served error is
+    restored at once. The first 10 ms after a change cost every model alike, 10-40x the rest
+    (the swap's jolt), so left in they decided the comparison by their noise. The continuing model adapts to a new payload
     within ~100 ms; after that no stored context beats it, so a restore pays only early
     (docs/results.md, auto-context);
   * `window` samples after the onset, on the window's second half (past the first
@@ -190,7 +192,7 @@ class AutoContexts:
         since = d.samples - a["onset"]
         # a return to a stored payload pays most before the continuing model adapts (it
         # does within ~100 ms): try a restore as soon as the samples since the onset are
-        # enough to tell payloads apart (the first few hold the swap's transient)
+        # enough to tell payloads apart
         if not a["tried"] and since >= RESTORE_SAMPLES:
             a["tried"] = True
             decision = self._decide(learner, bank, final=False)

@@ -93,7 +93,8 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
                    "context explained opens a new context (or is dismissed if the model from "
                    "before it forecasts the second half no worse); 200 ms at 1 kHz (>= 20)"),
         "margin": (0.8, "at the alarm, a stored context is restored if its loss on the samples "
-                   "since the onset is below margin times that of the served predictions "
+                   "since the onset (but the first 10) is below margin times that of the "
+                   "served predictions "
                    "(0 < margin <= 1)"),
     },
     "snapshots": {
