@@ -262,12 +262,13 @@ def test_random_bytes_as_a_snapshot_are_called_what_they_are(tmp_path):
 
 # ---- the demo's summary ---------------------------------------------------------------------
 
-def summary(misses: int) -> dict:
+def summary(misses: int, learner: str = "mlp") -> dict:
     phase = lambda name, start: {"payload": name, "start_s": start, "samples": 3500,  # noqa: E731
                                  "rmse_nm": 1.0, "rmse_first_500ms_nm": 4.0,
                                  "rmse_after_500ms_nm": 0.5, "rmse_last_1s_nm": 0.4}
     ms = {"p50": 0.1, "p99": 0.3, "max": 1.0}
-    return {"phases": [phase("none", 0.0), phase("light", 3.5), phase("none", 7.0)],
+    return {"learner": learner,
+            "phases": [phase("none", 0.0), phase("light", 3.5), phase("none", 7.0)],
             "packets": 10500, "predictions": 10500, "round_trip_ms": ms,
             "daemon": {"latency_ms": ms, "packets": {"lost": 0, "rejected_total": 0},
                        "contexts": {"switches": 3, "created": 2, "restored": 1,
@@ -281,6 +282,8 @@ def test_demo_summary_explains_deadline_misses_and_a_revisited_phase():
     assert "a deadline miss: the next 10 samples were ready" in text and "Nothing is lost" in text
     assert "the start of a revisited phase is still well above its end" in text
     assert "a deadline miss" not in report(summary(0))
+    # the hidden layers are the MLP's; I-SSGPR stores whole models
+    assert "hidden layers" in text and "hidden layers" not in report(summary(0, "issgpr"))
 
 
 def test_demo_summary_counts_excluded_samples_as_done():

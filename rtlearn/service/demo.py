@@ -201,10 +201,11 @@ def report(r: dict) -> str:
                  "there is larger than after it)")
     if repeats:
         lines.append("  same payload again, after 0.5 s, first visit -> second: " + ", ".join(repeats))
-        lines.append("  (a payload seen before gets its stored model back at once, but that model "
-                     "was stored on hidden layers that have learned from the other payloads "
-                     "since, and the swap's transient is there again: the start of a revisited "
-                     "phase is still well above its end)")
+        lines.append("  (a payload seen before gets its stored model back at once, but "
+                     + ("that model was stored on hidden layers that have learned from the "
+                        "other payloads since, and " if r["learner"] == "mlp" else "")
+                     + "the swap's transient is there again: the start of a revisited phase is "
+                     "still well above its end)")
     d = r["daemon"]
     lat, rt, pk, cx, ln = d["latency_ms"], r["round_trip_ms"], d["packets"], d["contexts"], d["learning"]
     lines += [
