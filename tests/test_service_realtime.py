@@ -109,3 +109,58 @@ def _state(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return None
+
+
+class _DeadPipe:
+    """The serving side's end of the pipe after the learning process died with bytes we had
+    sent still unread: the kernel resets the connection (ECONNRESET), not an EOF."""
+
+    def poll(self, timeout=0.0):
+        return True
+
+    def recv(self):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def send(self, msg):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def _daemon_with_a_dead_learner():
+    import itertools
+    import threading
+    from types import SimpleNamespace
+
+    from rtlearn.service.daemon import Daemon
+    d = object.__new__(Daemon)  # only what the pipe's handling touches
+    d.learning = SimpleNamespace(conn=_DeadPipe(), proc=SimpleNamespace(exitcode=-9))
+    d._lost, d.stopping, d._jobs = False, False, {}
+    d._send_lock, d._job_ids, d._epochs = threading.Lock(), itertools.count(), itertools.count()
+    d._loop_thread = threading.current_thread()
+    return d
+
+
+@pytest.mark.parametrize("how", ["recv", "send", "call"])
+def test_a_reset_pipe_stops_the_daemon_with_exit_code_3(how):
+    d = _daemon_with_a_dead_learner()
+    with pytest.raises(SystemExit) as e:
+        {"recv": d._pump, "send": lambda: d._send(("serving", {})),
+         "call": lambda: d.call("status")}[how]()
+    assert e.value.code == 3 and d.stopping and d._lost
+
+
+def test_a_dead_learner_met_by_the_control_thread_fails_its_job_and_stops_the_loop():
+    import threading
+    d = _daemon_with_a_dead_learner()
+    out = {}
+
+    def control():
+        try:
+            d.call("status")
+        except BaseException as e:  # noqa: B902 - what reaches the control thread
+            out["error"] = e
+
+    t = threading.Thread(target=control)
+    t.start()
+    t.join(5)
+    assert isinstance(out["error"], RuntimeError) and "learning process has ended" in str(out["error"])
+    assert d.stopping and d._lost   # the main loop stops at its next turn, with exit code 3

@@ -153,6 +153,7 @@ class Daemon:
         self.override: str | None = None  # `ctl context NAME` until `ctl context --release`
         self._pending_lock = threading.Lock()
         self._lost = False
+        self._loop_thread = threading.current_thread()  # run()'s, set again there
         self._refused: set[str] = set()
         self.stopping = False
         self.exit_code = 0  # 5 if a snapshot write failed during the run
@@ -264,8 +265,12 @@ class Daemon:
             if epoch:
                 args["epoch"] = next(self._epochs)
             self._jobs[job_id] = job
-            self.learning.conn.send(("job", job_id, name, args))
-        return job
+            try:
+                self.learning.conn.send(("job", job_id, name, args))
+                return job
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        self._learning_lost()
 
     def _pump(self, timeout: float = 0.0) -> None:
         """Socket thread: take the learning process's messages (slots back, job replies)."""
@@ -274,7 +279,7 @@ class Daemon:
             timeout = 0.0
             try:
                 msg = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # OSError: ECONNRESET when it died with our bytes unread
                 self._learning_lost()
                 return
             if msg[0] == "done":
@@ -305,16 +310,22 @@ class Daemon:
                     self.pending_context = name
 
     def _learning_lost(self) -> None:
-        log.critical("the learning process ended unexpectedly (exit code %s); stopping",
-                     self.learning.proc.exitcode)
+        """Stop with exit code 3. Raised here in the main loop; from another thread (the
+        control socket's) the job fails and the main loop stops at its next turn."""
+        if not self._lost:
+            log.critical("the learning process ended unexpectedly (exit code %s); stopping",
+                         self.learning.proc.exitcode)
         self.stopping = self._lost = True
         for job in list(self._jobs.values()):
             job.error = RuntimeError("the learning process ended; the daemon is stopping")
             job.done.set()
+        if threading.current_thread() is not self._loop_thread:
+            raise RuntimeError("the learning process has ended; the daemon is stopping")
         raise SystemExit(3)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> int:
+        self._loop_thread = threading.current_thread()
         sys.setswitchinterval(SWITCH_INTERVAL)
         fifo = realtime.fifo(int(self.cfg["realtime"]["priority"]))  # this thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -362,7 +373,7 @@ class Daemon:
                                            "counters": self._counters(), "wait": False})
         finally:
             self._shutdown()
-        return self.exit_code
+        return 3 if self._lost else self.exit_code
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
