@@ -35,10 +35,10 @@ def logs(tmp_path_factory):
     return d, len(states)
 
 
-def _replayed(tmp_path, log, speed, extra=(), count=None):
+def _replayed(tmp_path, log, speed, extra=(), count=None, config=CONFIG):
     """The daemon's final snapshot after a replay of `log` (`count` states) into a fresh
     daemon."""
-    with DaemonProcess(tmp_path / "daemon", CONFIG) as d:
+    with DaemonProcess(tmp_path / "daemon", config) as d:
         ep = d.endpoints
         assert main(["replay", str(log), "--speed", speed, "--connect", ep["state"],
                      "--predictions", ep["prediction"], *extra]) == 0
@@ -48,9 +48,9 @@ def _replayed(tmp_path, log, speed, extra=(), count=None):
         return snapshots.read(d.snapshot_dir / "latest.rtsnap"), st
 
 
-def _fitted(tmp_path, log, extra=()):
+def _fitted(tmp_path, log, extra=(), learner="hidden = [32, 32]"):
     model = tmp_path / "fitted" / "model.npz"
-    (tmp_path / "fit.toml").write_text("[learner]\nhidden = [32, 32]\n")
+    (tmp_path / "fit.toml").write_text(f"[learner]\n{learner}\n")
     assert main(["fit", str(log), "--config", str(tmp_path / "fit.toml"), "--save", str(model),
                  *extra]) == 0
     return snapshots.read(model), model
@@ -74,6 +74,15 @@ def test_fit_ends_with_the_model_of_a_replay_through_the_daemon(tmp_path, logs, 
     _same_model(replayed, fitted)
     out = capsys.readouterr().out
     assert "prequential MSE" in out and f"fitted {count} samples" in out
+
+
+def test_fit_with_the_peer_learner_ends_with_the_model_of_a_replay(tmp_path, logs):
+    d, _ = logs
+    peer = {"learner": {"kind": "issgpr"}, "snapshots": {"interval": 0.0}}
+    replayed, _ = _replayed(tmp_path, d / "labelled.npz", "max", config=peer)
+    fitted, _ = _fitted(tmp_path, d / "labelled.npz", learner='kind = "issgpr"')
+    assert fitted[0]["kind"] == "issgpr"
+    _same_model(replayed, fitted)
 
 
 def test_fit_into_a_named_context_equals_a_replay_labelled_with_it(tmp_path, logs):

@@ -43,9 +43,9 @@ class Fit:
         if load is not None:
             snapshots.restore(*snapshots.read_model(load, robot.name), learner, bank)
         self.core = BatchLearning(learner, bank, cfg, make_screen(cfg, robot))
-        c = learner.config
-        self._X = np.zeros((c.batch_size, c.n_inputs))
-        self._Y = np.zeros((c.batch_size, c.n_joints))
+        c, batch = learner.config, int(cfg["learner"]["batch_size"])  # the daemon's, any kind
+        self._X = np.zeros((batch, c.n_inputs))
+        self._Y = np.zeros((batch, c.n_joints))
         self._fill = 0
         self._labelled = False
         self._qdd = CausalDerivative(robot.n_joints)
