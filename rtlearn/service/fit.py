@@ -17,7 +17,11 @@ automatic contexts look at the predictions it served and measure label silence i
 time, and act at whatever packet it reads when a decision reaches it; here the served
 predictions are the learning model's own (a daemon that keeps up), silence is stream time
 and a decision acts at the next sample. Logs whose samples carry labels (or --context) never
-let automatic contexts act (contexts.label_quiet), so for them the two are equal.
+let automatic contexts act (contexts.label_quiet), so for them the two are equal. The other
+(kind = "issgpr"): the daemon fits the kernel beside learning and the new kernel takes effect
+at whatever batch the fit ends; here it is fitted in line, as if the fit took no time, so a
+fit is the same at any speed and a short log ends calibrated (at full speed the daemon's
+first fit may not even have ended by the end of the log).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import numpy as np
 
 from rtlearn.service import snapshots
 from rtlearn.service.contexts import ContextBank
-from rtlearn.service.learning import BatchLearning, features_into, make_learner, make_screen
+from rtlearn.learner.api import kind_of
+from rtlearn.service.config import learner_config
+from rtlearn.service.learning import BatchLearning, features_into, make_screen
 from rtlearn.sources.filters import CausalDerivative
 
 
@@ -38,7 +44,10 @@ class Fit:
 
     def __init__(self, cfg, robot, load: str | Path | None = None):
         self.robot = robot
-        learner = make_learner(cfg, robot.n_joints)
+        # as the daemon's, but a kernel fit (issgpr) runs in line: a replay through the daemon
+        # meets it wherever its background fit ends, a fit at full speed would end first
+        config = learner_config(cfg, robot.n_joints)
+        learner = kind_of(config).make(config)
         bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"])
         if load is not None:
             snapshots.restore(*snapshots.read_model(load, robot.name), learner, bank)
