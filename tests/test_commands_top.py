@@ -113,8 +113,17 @@ def _on_a_terminal(daemon):
 
 
 def _finish(proc, master, out: bytes) -> bytes:
+    # keep reading while it exits: a full terminal buffer (a few kB, one frame) would block
+    # its last writes, and with them its exit
+    deadline = time.monotonic() + 20
     try:
-        proc.wait(20)
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    break
+        proc.wait(max(0.0, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
             proc.kill()
