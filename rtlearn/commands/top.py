@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -265,6 +266,10 @@ def run(args) -> int:
         return 2
     console = Console()
     live = console.is_terminal
+    if live:
+        # a viewer on a terminal quits on Ctrl-C even when started from a shell that ignores
+        # SIGINT for it (a background job, nohup): Python then installs no handler of its own
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     keys, saved = None, None
     if live and sys.stdin.isatty():
         import termios
