@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .issgpr import ISSGPR, ISSGPRConfig, ISSGPRModel
-from .learner import LearnerConfig, ModelCopy, OnlineLearner
+from .learner import LearnerConfig, ModelCopy, OnlineLearner, blend_heads
 
 
 @runtime_checkable
@@ -90,10 +90,15 @@ class Kind(ABC):
     def servable(self, state: dict):
         """The model copy that serves a parked context's network_state."""
 
+    # whether a restored context can be served as a blend with the continuing model
+    # (ContextBank: the restore's weights); a blend must be one model of this kind
+    blends: bool = False
+
     @abstractmethod
-    def restored(self, predictor: Learner, live, stored):
+    def restored(self, predictor: Learner, live, stored, weights=None):
         """What the learner makes of a restore (set_network_state(stored, "context") on a
-        learner whose model is `live`), as a model copy: served until it is published."""
+        learner whose model is `live`, then, for a kind that blends, blend_context(live,
+        weights)), as a model copy: served until it is published."""
 
     def status(self, learner: Learner) -> dict:
         return {"kind": self.name,
@@ -101,7 +106,7 @@ class Kind(ABC):
 
 
 class MLPKind(Kind):
-    name, config_type = "mlp", LearnerConfig
+    name, config_type, blends = "mlp", LearnerConfig, True
 
     def make(self, config: LearnerConfig, daemon: bool = False) -> OnlineLearner:
         return OnlineLearner(config)
@@ -129,14 +134,19 @@ class MLPKind(Kind):
         return ModelCopy(*(np.array(state[k]) for k in (
             "theta", "norm.x_mean", "norm.x_scale", "norm.y_mean", "norm.y_scale")))
 
-    def restored(self, predictor: OnlineLearner, live: ModelCopy, stored: ModelCopy) -> ModelCopy:
+    def restored(self, predictor: OnlineLearner, live: ModelCopy, stored: ModelCopy,
+                 weights=None) -> ModelCopy:
         """The live hidden layers and input normaliser with the stored context's output
-        layer and target normaliser (OnlineLearner.set_network_state, scope="context")."""
+        layer and target normaliser (OnlineLearner.set_network_state, scope="context"),
+        the output layer blended with the live one by `weights` (blend_context)."""
         head = predictor.net.head
         theta = live.theta.copy()
         theta.reshape(-1)[head] = stored.theta.reshape(-1)[head]
-        return ModelCopy(theta, live.x_mean.copy(), live.x_scale.copy(), stored.y_mean.copy(),
-                         stored.y_scale.copy())
+        y_mean, y_scale = stored.y_mean.copy(), stored.y_scale.copy()
+        if weights is not None:
+            blend_heads(theta, y_mean, y_scale, live.theta, live.y_mean, live.y_scale, weights,
+                        int(predictor.net.dims[-2]))
+        return ModelCopy(theta, live.x_mean.copy(), live.x_scale.copy(), y_mean, y_scale)
 
 
 class ISSGPRKind(Kind):
@@ -158,7 +168,8 @@ class ISSGPRKind(Kind):
     def servable(self, state: dict) -> ISSGPRModel:
         return ISSGPRModel(*(np.array(state[k]) for k in ("P", "c", "W", "y_mean")))
 
-    def restored(self, predictor: ISSGPR, live: ISSGPRModel, stored: ISSGPRModel) -> ISSGPRModel:
+    def restored(self, predictor: ISSGPR, live: ISSGPRModel, stored: ISSGPRModel,
+                 weights=None) -> ISSGPRModel:
         """A context is the whole model: the stored one."""
         return ISSGPRModel(stored.P.copy(), stored.c.copy(), stored.W.copy(),
                            stored.y_mean.copy())

@@ -303,9 +303,9 @@ class OnlineLearner:
             self.optimizer.load(self.opt_state, {}, reset_history=True)
         self._fill = 0
 
-    def batch_loss(self, X: np.ndarray, Y: np.ndarray, d: dict | None = None) -> float:
-        """Mean MSE over joints of a batch, predicted by the live model or, with `d`, by the
-        live model with d's context part (scope="context") in place; changes nothing."""
+    def context_predictions(self, X: np.ndarray, d: dict | None = None) -> np.ndarray:
+        """Predictions (rows of X, joints) of the live model or, with `d`, of the live model
+        with d's context part (scope="context") in place; changes nothing."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((X.shape[0], self.config.n_joints))
         if d is None:
@@ -318,7 +318,20 @@ class OnlineLearner:
             model = ModelCopy(theta, self.norm.x_mean, self.norm.x_scale,
                               np.asarray(d["norm.y_mean"]), np.asarray(d["norm.y_scale"]))
             self.net.predict_into(X, model, out, theta)
-        return float(np.mean((out - Y) ** 2))
+        return out
+
+    def batch_loss(self, X: np.ndarray, Y: np.ndarray, d: dict | None = None) -> float:
+        """Mean MSE over joints of a batch, predicted as `context_predictions` does."""
+        return float(np.mean((self.context_predictions(X, d) - Y) ** 2))
+
+    def blend_context(self, d: dict, w: np.ndarray) -> None:
+        """Every joint's output layer becomes the one whose torque is w_j times the live
+        layer's plus (1 - w_j) times that of d's context part, on the live hidden layers
+        (in the live target normaliser; exact, as both are linear in the last hidden layer)."""
+        d = _upgrade(d)
+        blend_heads(self.net.theta, self.norm.y_mean, self.norm.y_scale, np.asarray(d["theta"]),
+                    np.asarray(d["norm.y_mean"]), np.asarray(d["norm.y_scale"]), w,
+                    int(self.net.dims[-2]))
 
     def memory_state(self) -> dict[str, np.ndarray]:
         """The learned rate state (memories, hypergradient rates): a copy."""
@@ -355,6 +368,20 @@ class OnlineLearner:
                                reset_history=False)
         learner.n_steps, learner.n_samples = (int(v) for v in arrays["counters"])
         return learner
+
+
+def blend_heads(theta, y_mean, y_scale, theta_b, y_mean_b, y_scale_b, w, hidden: int) -> None:
+    """In place: joint j's output layer (the last hidden + 1 entries of theta[j]) becomes
+    the one that predicts, in raw units, w_j times its own forecast plus (1 - w_j) times that
+    of theta_b's output layer with target normaliser (y_mean_b, y_scale_b); it stays in
+    (y_mean, y_scale). y = m + s (h . a + c) is linear in (h, c), hence exact."""
+    w = np.asarray(w, dtype=np.float64)[:, None]
+    a = theta[:, -(hidden + 1):].astype(np.float64)
+    b = np.asarray(theta_b)[:, -(hidden + 1):].astype(np.float64)
+    s_a, s_b = y_scale[:, None], np.asarray(y_scale_b, dtype=np.float64)[:, None]
+    out = w * s_a * a + (1.0 - w) * s_b * b
+    out[:, -1] += (1.0 - w[:, 0]) * (np.asarray(y_mean_b) - y_mean)
+    theta[:, -(hidden + 1):] = out / s_a
 
 
 def _upgrade(d: dict) -> dict:

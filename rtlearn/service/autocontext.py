@@ -276,7 +276,7 @@ class AutoContexts:
         auto = p is not None and p["context"] == name
         if not auto:
             self._cancel("overridden")
-        outcome = bank.switch(learner, name, park=p["pre"] if auto else None)
+        outcome = bank.switch(learner, name, park=p["pre"] if auto else None, blend=not auto)
         self.pending = None
         if auto and outcome == "created":
             self.counts["named"] += 1

@@ -596,7 +596,7 @@ class Daemon:
             self._submit()
         job = self.call("switch", {"name": name, "cause": cause}, epoch=True,
                         on_reply=self._switched)
-        self.serving.switch(name, job.args["epoch"])
+        self.serving.switch(name, job.args["epoch"], blend=cause != "auto")
         self._known.pop(self.context, None)  # re-inserted last: the most recently active
         self._known[self.context] = None
         self._known[name] = None

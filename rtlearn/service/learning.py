@@ -75,7 +75,7 @@ class Arena:
         copy = learner.model_copy()
         model = {f"model.{f.name}": (getattr(copy, f.name).shape, getattr(copy, f.name).dtype)
                  for f in fields(copy)}  # the weights may be float32 (LearnerConfig.dtype)
-        shapes = {"header": ((2,), np.int64), **model,
+        shapes = {"header": ((2,), np.int64), **model, "weights": ((n_out,), np.float64),
                   "X": ((slots, b, n_in), np.float64), "Y": ((slots, b, n_out), np.float64),
                   "P": ((slots, b, n_out), np.float64), "T": ((slots, b, 2), np.float64),
                   "S": ((slots, b, 2), np.int64), "latency": ((RING,), np.float64)}
@@ -91,14 +91,18 @@ class Arena:
             offset += nbytes[name]
         self.header = views["header"]
         self.model = type(copy)(*(views[k] for k in model))
+        self.weights = views["weights"]  # the bank's restore weights (NaN: none)
+        self.weights[:] = np.nan
         self.X, self.Y, self.P = views["X"], views["Y"], views["P"]
         self.T, self.S, self.latency = views["T"], views["S"], views["latency"]
         self.lock = multiprocessing.get_context("fork").Lock()
 
-    def publish(self, learner: Learner, epoch: int) -> None:
-        """Learning process: the learner's active model becomes the published one."""
+    def publish(self, learner: Learner, epoch: int, weights: np.ndarray | None = None) -> None:
+        """Learning process: the learner's active model becomes the published one, with the
+        context bank's restore weights (ContextBank.restore_weights)."""
         with self.lock:
             learner.copy_model_into(self.model)
+            self.weights[:] = np.nan if weights is None else weights
             self.header[1] = epoch
             self.header[0] += 1
 
@@ -174,13 +178,16 @@ class ServingModel:
         self.interim = None
         return True
 
-    def switch(self, name: str, epoch: int) -> None:
-        """Serving side of a context switch (the learning process does its part in order)."""
+    def switch(self, name: str, epoch: int, blend: bool = True) -> None:
+        """Serving side of a context switch (the learning process does its part in order);
+        blend: as ContextBank.switch (an automatic restore does not blend)."""
         parked = self.current if self.interim is None else self.interim
         self.frozen[self.context] = parked
         stored = self.frozen.get(name)
+        w = self.arena.weights
         self.interim = (parked if stored is None else
-                        self.kind.restored(self._predictor, parked, stored))
+                        self.kind.restored(self._predictor, parked, stored,
+                                           w.copy() if blend and not np.isnan(w[0]) else None))
         self.current, self._staging = self._blank(), self._blank()
         self.context, self.epoch, self._version = name, epoch, -1
 
@@ -345,6 +352,9 @@ class BatchLearning:
         lr = self.learner
         stats = self.stats.as_dict()
         stats["contexts"]["settled"] = dict(self.bank.settled)
+        w = self.bank.restore_weights(lr)
+        stats["contexts"]["restore_weights"] = None if w is None else [round(float(v), 3)
+                                                                        for v in w]
         stats["learning"]["excluded"] = dict(self.screen.counts)
         return {"stats": stats, "contexts_known": self.bank.names,
                 "auto": self.auto.status(), "options": lr.options(),
@@ -374,7 +384,7 @@ class LearningProcess(BatchLearning):
                            int(cfg["learner"]["batch_size"]))
         self.epoch = 0
         super().__init__(learner, bank, cfg, screen)
-        self.arena.publish(learner, 0)
+        self.arena.publish(learner, 0, bank.restore_weights(learner))
         self.conn, child = multiprocessing.Pipe(duplex=True)
         self.proc = multiprocessing.get_context("fork").Process(
             target=self._main, args=(child,), name="rtlearn-learning", daemon=True)
@@ -419,7 +429,7 @@ class LearningProcess(BatchLearning):
             self._publish_now()
 
     def _publish_now(self) -> None:
-        self.arena.publish(self.learner, self.epoch)
+        self.arena.publish(self.learner, self.epoch, self.bank.restore_weights(self.learner))
         self._stale = 0
 
     # -- the learning process -------------------------------------------------------------

@@ -52,7 +52,8 @@ def capture(learner, bank, counters: dict) -> tuple[dict, dict]:
     arrays["counters"] = np.array([learner.n_steps, learner.n_samples], dtype=np.int64)
     meta = {"kind": kind_of(learner).name,
             "learner": json.loads(json.dumps(learner.config.to_dict())), "contexts": names,
-            "current": bank.current, "counters": counters, "usage": bank.usage}
+            "current": bank.current, "counters": counters, "usage": bank.usage,
+            "restore_weights": None if bank.weights is None else bank.weights.to_dict()}
     return meta, arrays
 
 
@@ -181,7 +182,8 @@ def restore(meta: dict, arrays: dict, learner, bank) -> None:
     models = {name: {k[len(f"ctx{i}."):]: v for k, v in arrays.items() if k.startswith(f"ctx{i}.")}
               for i, name in enumerate(meta["contexts"])}
     try:
-        bank.replace(models, meta["current"], learner, meta.get("usage"))
+        bank.replace(models, meta["current"], learner, meta.get("usage"),
+                     meta.get("restore_weights"))
         learner.set_memory_state({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")},
                                  transfer=False)
     except (KeyError, ValueError) as e:
