@@ -177,3 +177,26 @@ def test_snapshots_keep_the_restore_weights():
     snapshots.restore(meta, arrays, again, bank2)
     np.testing.assert_array_equal(bank2.restore_weights(again), bank.restore_weights(learner))
     assert bank2.weights.restores == 3  # a, b, a
+
+
+def test_bad_restore_weights_in_a_snapshot_are_refused_and_nan_errors_left_out():
+    import pytest
+
+    from rtlearn.service import snapshots
+    from rtlearn.service.contexts import RestoreWeights
+    from rtlearn.service.snapshots import StateFileError
+
+    learner = OnlineLearner(CFG)
+    bank = ContextBank("a", 4)
+    _train(learner, bank, "a", payload_law(0.0, 1), 50)
+    _train(learner, bank, "b", payload_law(4.0, 2), 50)
+    _train(learner, bank, "a", payload_law(0.0, 3), 50)
+    meta, arrays = snapshots.capture(learner, bank, {})
+    for bad in ([[float("nan")] * 2] * 3, [[0.0] * 3] * 3):
+        meta["restore_weights"] = {"sums": bad, "restores": 1}
+        with pytest.raises(StateFileError, match="restore weights"):
+            snapshots.restore(meta, arrays, OnlineLearner(CFG), ContextBank("a", 4))
+    rw = RestoreWeights(2)
+    rw.add(np.array([[np.nan, 0.0]]), np.ones((1, 2)))
+    np.testing.assert_array_equal(rw.sums, 0.0)
+    np.testing.assert_array_equal(rw.weights(), [0.5, 0.5])

@@ -13,7 +13,7 @@ is scored by both the restored and the continuing output layers, and the better 
 A restored output layer can also be worse than the continuing one from the first sample on,
 before any settling can act: it was learned where the arm moved while its payload was held,
 and on motions that visit other postures (the `sines` task) it extrapolates (Panda sines:
-2.1x the continuing model's error in the 500 ms after a restore). So a labelled restore serves
+2.4x the continuing model's error in the 500 ms after a restore). So a labelled restore serves
 a blend of the two output layers, weighted per joint by `RestoreWeights`: how the restored and
 the continuing layers did after the arm's earlier restores.
 """
@@ -43,6 +43,9 @@ class RestoreWeights:
     def __init__(self, n_joints: int, sums=None, restores: int = 0):
         self.sums = np.zeros((3, n_joints)) if sums is None else np.array(sums, dtype=np.float64)
         self.restores = int(restores)
+        if self.sums.shape != (3, n_joints) or not np.isfinite(self.sums).all():
+            raise ValueError(f"restore weights: sums of shape {self.sums.shape}, expected "
+                             f"(3, {n_joints}) and finite")
 
     def weights(self) -> np.ndarray:
         rr, cc, rc = self.sums
@@ -54,7 +57,10 @@ class RestoreWeights:
         return w
 
     def add(self, e_r: np.ndarray, e_c: np.ndarray) -> None:
-        """Errors (samples, joints) of the restored and the continuing layer on one batch."""
+        """Errors (samples, joints) of the restored and the continuing layer on one batch; a
+        batch with a non-finite error is left out (the weights must stay finite)."""
+        if not (np.isfinite(e_r).all() and np.isfinite(e_c).all()):
+            return
         self.sums[0] += np.einsum("ij,ij->j", e_r, e_r)
         self.sums[1] += np.einsum("ij,ij->j", e_c, e_c)
         self.sums[2] += np.einsum("ij,ij->j", e_r, e_c)
@@ -147,7 +153,7 @@ class ContextBank:
         if left is None:
             return None
         if left not in self.parked:
-            self._left = None
+            self._left = self._pure = None
             return None
         other = self.parked[left]
         self._score[0] += learner.batch_loss(X, Y)
@@ -199,11 +205,8 @@ class ContextBank:
                       for k in models}
         self.weights = None
         if weights is not None and kind_of(learner).blends:
-            n = learner.config.n_joints
-            self.weights = RestoreWeights(n, weights["sums"], weights["restores"])
-            if self.weights.sums.shape != (3, n):
-                raise ValueError(f"restore weights of shape {self.weights.sums.shape}, "
-                                 f"expected (3, {n})")
+            self.weights = RestoreWeights(learner.config.n_joints, weights["sums"],
+                                          weights["restores"])
         self._left = self._pure = None
 
     def clear(self) -> None:
