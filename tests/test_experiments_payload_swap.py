@@ -89,6 +89,28 @@ def test_memory_variant_reaches_metagd_only():
     assert ps.learner_config("MetaGD-paper", 1e-3, 7, 0, {"clip": 2.0}).memory.clip == 10.0
 
 
+def test_the_bank_restores_as_the_daemon_is_configured():
+    # a return to the first payload, exactly as it was: "reload" serves the stored output
+    # layer, "blend" (no earlier restore: weight 1/2) half of it and half of the other
+    # payload's, so its first batch after the return costs more
+    from naive import payload_law
+
+    from rtlearn.commands.experiment import _payload_swap_options
+    from rtlearn.learner import LearnerConfig
+
+    cfg = LearnerConfig(n_joints=2, n_inputs=4, hidden=(16,), optimizer="gd", lr=0.05, seed=1)
+    laws = [payload_law(0.0, 1), payload_law(4.0, 2), payload_law(0.0, 3)]
+    batches = [next(laws[k]) for k in [0] * 100 + [1] * 100 + [2] * 5]
+    X = np.concatenate([b[0] for b in batches])
+    Y = np.concatenate([b[1] for b in batches])
+    ctx = np.repeat([0] * 100 + [1] * 100 + [0] * 5, 10)
+    first = {r: ps.run_bank(X, Y, ctx, ["a", "b"], cfg, r)[200] for r in ("blend", "reload")}
+    assert first["reload"] < 0.5 * first["blend"], first
+    args = type("A", (), {"methods": None, "robot": None, "task": None, "rates": None,
+                          "memory": None, "cycles": None, "restore": "reload"})()
+    assert _payload_swap_options(args)["restore"] == "reload"
+
+
 def test_issgpr_is_one_run_without_a_rate_and_the_denominator_of_its_ratio():
     from rtlearn.learner.issgpr import ISSGPRConfig
     assert isinstance(ps.learner_config("I-SSGPR", 3e-4, 7, 5), ISSGPRConfig)

@@ -200,3 +200,23 @@ def test_bad_restore_weights_in_a_snapshot_are_refused_and_nan_errors_left_out()
     rw.add(np.array([[np.nan, 0.0]]), np.ones((1, 2)))
     np.testing.assert_array_equal(rw.sums, 0.0)
     np.testing.assert_array_equal(rw.weights(), [0.5, 0.5])
+
+
+def test_restore_reload_restores_a_labelled_context_as_stored_and_bad_values_are_refused():
+    import pytest
+
+    from rtlearn.service.config import ConfigError, load_config
+
+    learner = OnlineLearner(CFG)
+    bank = ContextBank("a", 4, restore="reload")
+    _train(learner, bank, "a", payload_law(0.0, 1), 200)
+    _train(learner, bank, "b", payload_law(4.0, 2), 200)
+    stored_a = bank.parked["a"]
+    assert bank.switch(learner, "a") == "restored" and bank.restore_weights(learner) is None
+    X = next(payload_law(0.0, 9))[0]
+    np.testing.assert_array_equal(learner.predict_many(X), learner.context_predictions(X, stored_a))
+    assert load_config(None, {"contexts": {"restore": "reload"}})["contexts"]["restore"] == "reload"
+    with pytest.raises(ConfigError, match="contexts.restore must be one of blend, reload"):
+        load_config(None, {"contexts": {"restore": "mix"}})
+    with pytest.raises(ValueError, match="unknown restore"):
+        ContextBank("a", 4, restore="mix")

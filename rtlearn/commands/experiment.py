@@ -37,6 +37,9 @@ def add_arguments(p):
                    "(a design variant to compare)")
     p.add_argument("--cycles", type=int, default=None, help="payload-swap: payload cycles per "
                    "run (default 20 lift, 11 sines: >= 60 s); e.g. 100 sines for 10 minutes")
+    p.add_argument("--restore", default=None, choices=("blend", "reload"),
+                   help="payload-swap: how the labelled bank restores a context (the daemon's "
+                        "[contexts] restore; default blend)")
     p.add_argument("--mnist", metavar="DIR", help="digits: use MNIST from the IDX files in DIR "
                    "(train-/t10k- images and labels, .gz or not) instead of sklearn's 8x8 digits")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -120,6 +123,8 @@ def _payload_swap_options(args) -> dict:
         if args.cycles < 2:
             raise ValueError("--cycles: at least 2 (one payload change)")
         options["cycles"] = args.cycles
+    if args.restore is not None:
+        options["restore"] = args.restore
     return options
 
 
@@ -131,9 +136,10 @@ def run(args) -> int:
 
 def _checked(args) -> int:
     own = {"online-lift": ("methods", "dtype"), "digits": ("mnist",),
-           "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory"),
+           "payload-swap": ("methods", "robot", "task", "rates", "cycles", "memory", "restore"),
            "auto-context": ("robot", "task")}
-    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory", "dtype"):
+    for opt in ("methods", "mnist", "robot", "task", "rates", "cycles", "memory", "dtype",
+                "restore"):
         if getattr(args, opt) is not None and opt not in own.get(args.name, ()):
             where = " and ".join(k for k, v in own.items() if opt in v)
             print(f"--{opt} applies to {where} only", file=sys.stderr)

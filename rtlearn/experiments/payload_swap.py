@@ -11,7 +11,8 @@ Learners: `LearnerConfig` defaults (what `rtlearn serve` runs) except the optimi
 base rate. Modes:
   continue  one model for the whole run;
   bank      labelled contexts, as the daemon's context bank does them
-            (rtlearn.service.contexts.ContextBank: one network per payload, shared memory).
+            (rtlearn.service.contexts.ContextBank: an output layer per payload on shared
+            hidden layers and memory; `restore` as the daemon's [contexts] restore).
 Windows of the prequential MSE (mean over joints, raw N*m squared):
   early               batches 2-50 of the fresh start (batch 1 is predicted before anything
                       is learned: no rate rule can move it);
@@ -129,12 +130,12 @@ def run_continue(X, Y, cfg: LearnerConfig | ISSGPRConfig):
     return np.array(losses), np.array(rates)
 
 
-def run_bank(X, Y, ctx, names, cfg: LearnerConfig):
+def run_bank(X, Y, ctx, names, cfg: LearnerConfig, restore: str = "blend"):
     """The same, with the daemon's context bank switched by the payload labels."""
     from rtlearn.service.contexts import ContextBank
 
     learner = OnlineLearner(cfg)
-    bank = ContextBank(names[int(ctx[0])], max_contexts=len(names))
+    bank = ContextBank(names[int(ctx[0])], max_contexts=len(names), restore=restore)
     losses = []
     for i, (xb, yb) in enumerate(batched(X, Y, BATCH)):
         bank.switch(learner, names[int(ctx[i * BATCH])])
@@ -186,7 +187,8 @@ def diverged(w: dict) -> bool:
 
 def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: str = "lift",
               rates: tuple = (DEFAULT_RATE,), methods: tuple = tuple(METHODS),
-              cycles: int | None = None, memory: dict | None = None) -> dict:
+              cycles: int | None = None, memory: dict | None = None,
+              restore: str = "blend") -> dict:
     X, Y, ctx, names = stream(robot, task, seed, cycles=3 if quick else cycles)
     n_joints = Y.shape[1]
     changes, restores = changes_of(ctx)
@@ -206,7 +208,7 @@ def run_trial(seed: int, quick: bool = False, robot: str = "kuka_iiwa", task: st
     bank = {}
     for m in ("GD", "MetaGD"):
         cfg = learner_config(m, DEFAULT_RATE, n_joints, seed, memory)
-        loss_b = run_bank(X, Y, ctx, names, cfg)
+        loss_b = run_bank(X, Y, ctx, names, cfg, restore)
         loss_c = curves.get((m, DEFAULT_RATE))
         if loss_c is None:
             loss_c, _ = run_continue(X, Y, cfg)

@@ -13,6 +13,7 @@ from rtlearn.protocol.schema import (DEFAULT_CONTROL_ENDPOINT, DEFAULT_PREDICTIO
                                      DEFAULT_STATE_ENDPOINT, MAX_LABEL)
 from rtlearn.protocol.telemetry import DEFAULT_TELEMETRY_ENDPOINT
 from rtlearn.service.realtime import cpu_plan
+from rtlearn.service.contexts import RESTORES
 
 
 # The daemon's defaults where they differ from LearnerConfig's (the library's, which the
@@ -78,6 +79,11 @@ SCHEMA: dict[str, dict[str, tuple[object, str]]] = {
         "initial": ("default", "name of the context the daemon starts in"),
         "max_contexts": (32, "size limit of the bank of models; a new context in a full "
                          "bank evicts the least recently used idle one"),
+        "restore": ("blend", "a labelled return to a stored context: 'blend' serves its output "
+                    "layer blended with the continuing one by per-joint weights learned from "
+                    "earlier returns (never far worse than not restoring); 'reload' restores "
+                    "it as stored (the paper's reload: the larger gain where returns are "
+                    "reliable, as on repeated lifts; docs/results.md section 5)"),
         "auto": (True, "find payload changes without labels (a change-point test on the "
                  "prediction residual) and switch to the best stored context or a new one; "
                  "acts only while no labelled packet came for label_quiet seconds"),
@@ -267,6 +273,9 @@ def _validate(cfg: ServiceConfig, where: str) -> None:
                           "(a context label, docs/protocol.md)")
     if cfg["contexts"]["max_contexts"] < 1:
         raise ConfigError(f"{where}: contexts.max_contexts must be >= 1")
+    if cfg["contexts"]["restore"] not in RESTORES:
+        raise ConfigError(f"{where}: contexts.restore must be one of {', '.join(RESTORES)}, "
+                          f"not {cfg['contexts']['restore']!r}")
     c = cfg["contexts"]
     if not (c["window"] >= 20 and 0 < c["margin"] <= 1 and c["cusum_drift"] > 0
             and c["cusum_threshold"] > 0 and c["label_quiet"] >= 0):

@@ -27,6 +27,7 @@ import numpy as np
 from rtlearn.learner.api import kind_of
 
 SETTLE_BATCHES = 5
+RESTORES = ("blend", "reload")  # [contexts] restore
 
 
 class RestoreWeights:
@@ -78,7 +79,12 @@ class UnknownContextError(ValueError):
 
 
 class ContextBank:
-    def __init__(self, initial: str, max_contexts: int):
+    def __init__(self, initial: str, max_contexts: int, restore: str = "blend"):
+        """restore: "blend" (labelled restores are blended, `restore_weights`) or "reload"
+        (restored as stored)."""
+        if restore not in RESTORES:
+            raise ValueError(f"unknown restore {restore!r}; choose blend or reload")
+        self.blends = restore == "blend"
         self.current = initial
         self.weights: RestoreWeights | None = None  # made at the first use, for the learner
         self._pure = None  # after a blended restore: the restored context part, unblended
@@ -130,8 +136,9 @@ class ContextBank:
 
     def restore_weights(self, learner) -> np.ndarray | None:
         """Per joint, the weight of a restored output layer in the blend served
-        (RestoreWeights); None: `learner`'s kind does not blend."""
-        if not kind_of(learner).blends:
+        (RestoreWeights); None: restores are not blended (`learner`'s kind does not
+        blend, or restore = "reload")."""
+        if not (self.blends and kind_of(learner).blends):
             return None
         if self.weights is None:
             self.weights = RestoreWeights(learner.config.n_joints)
