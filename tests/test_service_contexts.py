@@ -73,10 +73,11 @@ def _two_contexts(blend=True):
 def test_a_blended_restore_forecasts_the_weighted_mean_of_the_two_output_layers():
     learner, bank, stored_a, continuing = _two_contexts()
     X = next(payload_law(0.0, 9))[0]
-    # before any restore has been settled, the weight is 1 (the paper's reload)
-    np.testing.assert_array_equal(bank.restore_weights(learner), [1.0, 1.0])
-    np.testing.assert_allclose(learner.predict_many(X), learner.context_predictions(X, stored_a),
-                               rtol=1e-12, atol=1e-12)
+    # before any restore has been settled, the weight is 1/2 on every joint
+    np.testing.assert_array_equal(bank.restore_weights(learner), [0.5, 0.5])
+    expected = (0.5 * learner.context_predictions(X, stored_a)
+                + 0.5 * learner.context_predictions(X, continuing))
+    np.testing.assert_allclose(learner.predict_many(X), expected, rtol=1e-12, atol=1e-12)
     # any weights, joint by joint, against the two forecasts combined by hand
     w = np.array([0.8, 0.1])
     learner.set_network_state(stored_a, scope="context")
@@ -139,8 +140,9 @@ def test_restore_weights_are_the_least_squares_combination_of_past_restores():
         assert abs(w[j] - _reference_weight(e_r[:, j], e_c[:, j])) < 2e-5
     assert w[0] > 0.8 and w[1] < 0.2 and w[2] > 0.85  # the better forecast gets the weight
     # clipped: a restored layer without error takes it all, one that is always worse none
-    exact, worse = RestoreWeights(1, restores=1), RestoreWeights(1, restores=1)
+    exact = RestoreWeights(1)
     exact.add(np.zeros((10, 1)), np.ones((10, 1)))
+    worse = RestoreWeights(1)
     worse.add(2.0 * np.ones((10, 1)), np.ones((10, 1)))
     assert exact.weights()[0] == 1.0 and worse.weights()[0] == 0.0
 
@@ -196,9 +198,8 @@ def test_bad_restore_weights_in_a_snapshot_are_refused_and_nan_errors_left_out()
             snapshots.restore(meta, arrays, OnlineLearner(CFG), ContextBank("a", 4))
     rw = RestoreWeights(2)
     rw.add(np.array([[np.nan, 0.0]]), np.ones((1, 2)))
-    rw.restores += 1
     np.testing.assert_array_equal(rw.sums, 0.0)
-    np.testing.assert_array_equal(rw.weights(), [0.5, 0.5])  # no evidence: either layer
+    np.testing.assert_array_equal(rw.weights(), [0.5, 0.5])
 
 
 def test_restore_reload_restores_a_labelled_context_as_stored_and_bad_values_are_refused():

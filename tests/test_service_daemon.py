@@ -79,7 +79,7 @@ def model_prediction(snapshot_path, context: str, state, restored_onto=None) -> 
     itself from the file (independent of the daemon's serving path). restored_onto:
     (snapshot, context) of the live model a restore puts that context's part onto; a
     restore serves w times that forecast plus 1 - w times the live model's, w per joint the
-    least-squares weight of the snapshot's restore statistics (1 before any)."""
+    least-squares weight of the snapshot's restore statistics (1/2 before any)."""
     meta, model = context_model(snapshot_path, context)
     learner = OnlineLearner(LearnerConfig.from_dict(meta["learner"]))
     x = features(state)
@@ -91,7 +91,7 @@ def model_prediction(snapshot_path, context: str, state, restored_onto=None) -> 
     live = learner.predict_one(x).copy()
     learner.set_network_state(model, scope="context")
     restored = learner.predict_one(x).copy()
-    w = np.ones(len(live))
+    w = np.full(len(live), 0.5)
     if (onto_meta.get("restore_weights") or {}).get("restores"):
         rr, cc, rc = np.array(onto_meta["restore_weights"]["sums"])
         w = np.clip((cc - rc) / (rr + cc - 2 * rc), 0, 1)

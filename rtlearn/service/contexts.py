@@ -39,10 +39,7 @@ class RestoreWeights:
 
     where e_r, e_c are the errors of the restored and of the continuing output layer, both as
     they were at the switch, on the SETTLE_BATCHES batches after each earlier restore, and
-    S_rr = sum e_r^2, S_cc = sum e_c^2, S_rc = sum e_r e_c. Before the first restore has
-    been settled: 1, the paper's reload, until the arm's own returns say otherwise (a
-    prior of 1/2 cost the first return of every arm whose returns pay: docs/results.md
-    section 5)."""
+    S_rr = sum e_r^2, S_cc = sum e_c^2, S_rc = sum e_r e_c. 1/2 before the first restore."""
 
     def __init__(self, n_joints: int, sums=None, restores: int = 0):
         self.sums = np.zeros((3, n_joints)) if sums is None else np.array(sums, dtype=np.float64)
@@ -53,8 +50,6 @@ class RestoreWeights:
 
     def weights(self) -> np.ndarray:
         rr, cc, rc = self.sums
-        if self.restores == 0:
-            return np.ones(rr.shape)
         den = rr + cc - 2.0 * rc
         w = np.full(rr.shape, 0.5)
         # den = sum (e_r - e_c)^2: zero when the two layers forecast alike (then any w does)
