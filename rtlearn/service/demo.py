@@ -201,9 +201,11 @@ def report(r: dict) -> str:
                  "there is larger than after it)")
     if repeats:
         lines.append("  same payload again, after 0.5 s, first visit -> second: " + ", ".join(repeats))
-        lines.append("  (a payload seen before gets its stored model back at once, but "
-                     + ("that model was stored on hidden layers that have learned from the "
-                        "other payloads since, and " if r["learner"] == "mlp" else "")
+        lines.append("  (a payload seen before gets its stored model back at once"
+                     + (" (its output layer, blended with the current one by weights "
+                        "learned from the earlier returns: half and half at the first), but that "
+                        "layer was stored on hidden layers that have learned from the other "
+                        "payloads since, and " if r["learner"] == "mlp" else ", but ")
                      + "the swap's transient is there again: the start of a revisited phase is "
                      "still well above its end)")
     d = r["daemon"]
