@@ -1,8 +1,9 @@
 """rtlearn: learn a robot arm's inverse dynamics online, beside its controller.
 
 Each command lives in its own module of `rtlearn.commands`, which defines `HELP`,
-`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command
-runs, so `rtlearn ctl` does not pay for numba.
+`add_arguments(parser)` and `run(args) -> int` (and may define `prepare_argv(argv) -> argv`,
+applied before parsing); modules are imported only when their command runs, so `rtlearn ctl`
+does not pay for numba.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    if chosen and hasattr(_module(chosen), "prepare_argv"):
+        argv = _module(chosen).prepare_argv(argv)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:

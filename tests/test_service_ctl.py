@@ -130,3 +130,20 @@ def test_a_daemon_config_with_an_endpoint_without_transport_is_refused(tmp_path,
     bad.write_text('[endpoints]\ncontrol = "localhost:5603"\n')
     assert main(["ctl", "--config", str(bad), "status"]) == 2
     assert "endpoints.control 'localhost:5603' has no transport" in capsys.readouterr().err
+
+
+def test_keys_that_start_with_a_dash_are_taken_as_keys(capsys):
+    # Z85 has '-' in its alphabet, so about one CURVE key in 85 starts with it; argparse
+    # took such a value for an option ("expected one argument")
+    from zmq.utils import z85
+
+    key = "-" + "0" * 39
+    assert len(z85.decode(key)) == 32
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    code = main(["ctl", "--endpoint", endpoint, "--timeout", "0.3", "--server-key", key,
+                 "--client-key", key, "-" + "1" * 39, "status"])
+    err = capsys.readouterr().err
+    assert "expected" not in err and "argument" not in err, err
+    assert code == 2 and "rtlearn ctl" in err  # it got as far as the socket: nobody answers
+    assert main(["ctl", "--endpoint", endpoint, "--server-key", "-short", "status"]) == 2
+    assert "'-short'" in capsys.readouterr().err  # and a bad key is still named as such

@@ -45,6 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("keygen", help="print a new CURVE key pair for [security] (no daemon needed)")
 
 
+KEY_OPTIONS = {"--server-key": 1, "--client-key": 2}  # option -> number of key values
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """A Z85 key may start with '-', which argparse takes for an option ("expected one
+    argument"): such a value of a key option gets a leading space, which makes argparse read
+    it as a value; run() strips it (Z85 has no spaces)."""
+    out, i = list(argv), 0
+    while i < len(out):
+        n = KEY_OPTIONS.get(out[i], 0)
+        for j in range(i + 1, min(i + 1 + n, len(out))):
+            if out[j].startswith("-"):
+                out[j] = " " + out[j]
+        i += 1 + n
+    return out
+
+
 def run(args) -> int:
     import zmq
 
@@ -75,6 +92,8 @@ def run(args) -> int:
     if problem := endpoint_problem(args.endpoint):
         print(f"rtlearn ctl: --endpoint {problem}", file=sys.stderr)
         return 2
+    args.server_key = args.server_key.strip() if args.server_key else None
+    args.client_key = [k.strip() for k in args.client_key] if args.client_key else None
     keys = [("--server-key", args.server_key)] if args.server_key else []
     keys += [("--client-key", k) for k in args.client_key or ()]
     for flag, key in keys:
