@@ -75,7 +75,7 @@ def run_auto(X, Y, settings: dict, cfg: LearnerConfig):
     """The daemon's learning loop on an unlabelled stream: per-batch served MSE, the alarms
     as [sample at the alarm, decision], the detections, the active context per batch."""
     learner = OnlineLearner(cfg)
-    bank = ContextBank(settings["initial"], settings["max_contexts"])
+    bank = ContextBank.configured(settings)
     auto = AutoContexts(settings, cfg.n_joints, cfg.n_inputs)
     losses, alarms, active = [], [], []
     for i, (xb, yb) in enumerate(batched(X, Y, BATCH)):

@@ -95,6 +95,12 @@ class ContextBank:
         self.last_evicted: str | None = None  # by the last switch
         self.usage: dict[str, dict] = {initial: {"samples": 0, "last_used": time.time()}}
 
+    @classmethod
+    def configured(cls, contexts: dict, initial: str | None = None) -> "ContextBank":
+        """The bank a daemon config's [contexts] section describes, starting in `initial`
+        (default its `initial`)."""
+        return cls(initial or contexts["initial"], contexts["max_contexts"], contexts["restore"])
+
     @property
     def names(self) -> list[str]:
         return sorted({self.current, *self.parked})

@@ -100,8 +100,7 @@ class Daemon:
         self._move_aside = fresh and bool(existing)
         t0 = time.perf_counter()
         learner = make_learner(cfg, self.n)
-        bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"],
-                           cfg["contexts"]["restore"])
+        bank = ContextBank.configured(cfg["contexts"])
         self.resumed_from, self.resume_skipped, self.loaded_from = None, [], None
         if load is not None:
             snapshots.restore(*snapshots.read_model(load, robot.name), learner, bank)

@@ -48,8 +48,7 @@ class Fit:
         # meets it wherever its background fit ends, a fit at full speed would end first
         config = learner_config(cfg, robot.n_joints)
         learner = kind_of(config).make(config)
-        bank = ContextBank(cfg["contexts"]["initial"], cfg["contexts"]["max_contexts"],
-                           cfg["contexts"]["restore"])
+        bank = ContextBank.configured(cfg["contexts"])
         if load is not None:
             snapshots.restore(*snapshots.read_model(load, robot.name), learner, bank)
         self.core = BatchLearning(learner, bank, cfg, make_screen(cfg, robot))

@@ -536,8 +536,7 @@ class LearningProcess(BatchLearning):
     def _job_load(self, job_id: int, path: str, epoch: int) -> dict:
         meta, arrays = snapshots.read(path)
         learner = self.make_learner()
-        bank = ContextBank(meta["current"], self.cfg["contexts"]["max_contexts"],
-                           self.cfg["contexts"]["restore"])
+        bank = ContextBank.configured(self.cfg["contexts"], meta["current"])
         snapshots.restore(meta, arrays, learner, bank)  # into fresh objects: a bad file changes nothing
         self.epoch = epoch
         self._replace(learner, bank, "loaded")
@@ -549,8 +548,7 @@ class LearningProcess(BatchLearning):
     def _job_reset(self, job_id: int, context: str, epoch: int) -> dict:
         self.epoch = epoch
         self._replace(self.make_learner(),
-                      ContextBank(context, self.cfg["contexts"]["max_contexts"],
-                                  self.cfg["contexts"]["restore"]), "reset")
+                      ContextBank.configured(self.cfg["contexts"], context), "reset")
         log.info("reset: everything learned forgotten (networks, memories, contexts); "
                  "starting again in context %r", context)
         return {"reset": True, "context": context, "contexts": [context]}
